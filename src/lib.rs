@@ -1,0 +1,3 @@
+//! Auth service library (crate doc is filled in as modules land).
+pub mod db;
+pub mod domain;
