@@ -1,0 +1,343 @@
+//! Every setting, read from the environment and validated once at start.
+//! A bad or missing value is a one-line error naming the variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::domain::Secret;
+
+/// Where the database comes from.
+#[derive(Debug, Clone)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL` as given.
+    Url(String),
+    /// No `DATABASE_URL`: the service sets up and runs a local PostgreSQL
+    /// itself (development only).
+    Local,
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB (`ARGON2_MEMORY_KIB`).
+    pub memory_kib: u32,
+    /// Passes over memory (`ARGON2_ITERATIONS`).
+    pub iterations: u32,
+    /// Lanes (`ARGON2_PARALLELISM`).
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    /// OWASP's recommendation for Argon2id.
+    fn default() -> Self {
+        Argon2Params {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration of one instance.
+#[derive(Clone)]
+pub struct Config {
+    /// PostgreSQL to use.
+    pub database: DatabaseSource,
+    /// Database pool size (`DB_POOL_SIZE`).
+    pub db_pool_size: usize,
+    /// HS256 signing key (`JWT_SECRET_KEY`); `None` only with a local database,
+    /// where the service makes and keeps one of its own.
+    pub jwt_secret_key: Option<Secret>,
+    /// Application secret (`SECRET_KEY`); same rule as the JWT key.
+    pub secret_key: Option<Secret>,
+    /// Access token lifetime.
+    pub jwt_expiration: Duration,
+    /// `iss` claim.
+    pub jwt_issuer: String,
+    /// `aud` claim, when set.
+    pub jwt_audience: Option<String>,
+    /// Listen address.
+    pub bind_addr: SocketAddr,
+    /// Apply pending migrations at start.
+    pub migrate_on_start: bool,
+    /// Argon2 hashing threads (`HASH_WORKERS`, default: cores).
+    pub hash_workers: usize,
+    /// Queued hashes beyond the running ones (`HASH_QUEUE_BOUND`); `None`
+    /// sizes it from a measured hash so a queued request waits about 250 ms.
+    pub hash_queue_bound: Option<usize>,
+    /// Argon2id cost.
+    pub argon2: Argon2Params,
+    /// Concurrent client connections (`MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Time a client has to send its request headers (`HEADER_READ_TIMEOUT_SECONDS`).
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests get to finish at shutdown (`SHUTDOWN_GRACE_SECONDS`).
+    pub shutdown_grace: Duration,
+    /// A session ends after this long without a refresh.
+    pub session_idle: Duration,
+    /// A session ends this long after its login, whatever happens.
+    pub session_absolute: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets are wrapped and redact themselves; the URL may carry a password.
+        f.debug_struct("Config")
+            .field("bind_addr", &self.bind_addr)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("hash_workers", &self.hash_workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration error: one line naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const DAY: u64 = 24 * 60 * 60;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let database = match var("DATABASE_URL") {
+            Some(url) => {
+                url.parse::<tokio_postgres::Config>().map_err(|_| {
+                    ConfigError("DATABASE_URL is not a valid PostgreSQL connection string".into())
+                })?;
+                DatabaseSource::Url(url)
+            }
+            None => DatabaseSource::Local,
+        };
+        let local = matches!(database, DatabaseSource::Local);
+        let jwt_secret_key = match var("JWT_SECRET_KEY") {
+            Some(key) if key.len() >= 32 => Some(Secret::new(key)),
+            Some(_) => {
+                return Err(ConfigError(
+                    "JWT_SECRET_KEY must be at least 32 bytes".into(),
+                ))
+            }
+            None if local => None,
+            None => {
+                return Err(ConfigError(
+                    "JWT_SECRET_KEY is required (at least 32 bytes)".into(),
+                ))
+            }
+        };
+        let secret_key = match var("SECRET_KEY") {
+            Some(key) if key.len() >= 16 => Some(Secret::new(key)),
+            Some(_) => return Err(ConfigError("SECRET_KEY must be at least 16 bytes".into())),
+            None if local => None,
+            None => return Err(ConfigError("SECRET_KEY is required".into())),
+        };
+        match var("JWT_ALGORITHM").as_deref() {
+            None | Some("HS256") => {}
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "JWT_ALGORITHM must be HS256 (got {other:?})"
+                )))
+            }
+        }
+        let minutes: u64 = number(&var, "JWT_EXPIRATION_MINUTES", 30, 1, 24 * 60)?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let argon2 = Argon2Params {
+            memory_kib: number(&var, "ARGON2_MEMORY_KIB", 19_456, 8, 4 * 1024 * 1024)?,
+            iterations: number(&var, "ARGON2_ITERATIONS", 2, 1, 100)?,
+            parallelism: number(&var, "ARGON2_PARALLELISM", 1, 1, 64)?,
+        };
+        if argon2.memory_kib < 8 * argon2.parallelism {
+            return Err(ConfigError(
+                "ARGON2_MEMORY_KIB must be at least 8 x ARGON2_PARALLELISM".into(),
+            ));
+        }
+        let idle_days: u64 = number(&var, "SESSION_IDLE_DAYS", 14, 1, 3650)?;
+        let absolute_days: u64 = number(&var, "SESSION_ABSOLUTE_DAYS", 30, 1, 3650)?;
+        let hash_queue_bound = match var("HASH_QUEUE_BOUND") {
+            None => None,
+            Some(_) => Some(number(&var, "HASH_QUEUE_BOUND", 0, 0, 1_000_000)?),
+        };
+        Ok(Config {
+            database,
+            db_pool_size: number(&var, "DB_POOL_SIZE", 16, 1, 1000)?,
+            jwt_secret_key,
+            secret_key,
+            jwt_expiration: Duration::from_secs(minutes * 60),
+            jwt_issuer: var("JWT_ISSUER").unwrap_or_else(|| "auth-service".into()),
+            jwt_audience: var("JWT_AUDIENCE"),
+            bind_addr: match var("BIND_ADDR") {
+                None => SocketAddr::from(([0, 0, 0, 0], 8001)),
+                Some(addr) => addr.parse().map_err(|_| {
+                    ConfigError(format!(
+                        "BIND_ADDR must be host:port, like 0.0.0.0:8001 (got {addr:?})"
+                    ))
+                })?,
+            },
+            migrate_on_start: boolean(&var, "MIGRATE_ON_START", true)?,
+            hash_workers: number(&var, "HASH_WORKERS", cores, 1, 256)?,
+            hash_queue_bound,
+            argon2,
+            max_connections: number(&var, "MAX_CONNECTIONS", 10_000, 1, 1_000_000)?,
+            header_read_timeout: Duration::from_secs(number(
+                &var,
+                "HEADER_READ_TIMEOUT_SECONDS",
+                10,
+                1,
+                300,
+            )?),
+            shutdown_grace: Duration::from_secs(number(
+                &var,
+                "SHUTDOWN_GRACE_SECONDS",
+                10,
+                0,
+                600,
+            )?),
+            session_idle: Duration::from_secs(idle_days * DAY),
+            session_absolute: Duration::from_secs(absolute_days * DAY),
+            log_format: match var("LOG_FORMAT").as_deref() {
+                None | Some("human") => LogFormat::Human,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "LOG_FORMAT must be human or json (got {other:?})"
+                    )))
+                }
+            },
+        })
+    }
+}
+
+fn number<T>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let Some(raw) = var(name) else {
+        return Ok(default);
+    };
+    match raw.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(ConfigError(format!(
+            "{name} must be a whole number from {min} to {max} (got {raw:?})"
+        ))),
+    }
+}
+
+fn boolean(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match var(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError(format!(
+            "{name} must be true or false (got {other:?})"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = config(&[
+            ("DATABASE_URL", "postgres://u@localhost/db"),
+            ("JWT_SECRET_KEY", KEY),
+            ("SECRET_KEY", KEY),
+        ])
+        .expect("valid");
+        assert_eq!(c.jwt_expiration, Duration::from_secs(1800));
+        assert_eq!(c.jwt_issuer, "auth-service");
+        assert_eq!(c.bind_addr.port(), 8001);
+        assert!(c.migrate_on_start);
+        assert_eq!(
+            c.argon2,
+            Argon2Params {
+                memory_kib: 19_456,
+                iterations: 2,
+                parallelism: 1
+            }
+        );
+        assert_eq!(c.session_idle, Duration::from_secs(14 * DAY));
+    }
+
+    #[test]
+    fn secrets_are_required_with_a_real_database() {
+        let err = config(&[
+            ("DATABASE_URL", "postgres://u@localhost/db"),
+            ("SECRET_KEY", KEY),
+        ])
+        .unwrap_err();
+        assert!(err.0.contains("JWT_SECRET_KEY"), "{err}");
+        let err = config(&[
+            ("DATABASE_URL", "postgres://u@localhost/db"),
+            ("JWT_SECRET_KEY", "short"),
+            ("SECRET_KEY", KEY),
+        ])
+        .unwrap_err();
+        assert!(err.0.contains("32 bytes"), "{err}");
+        // Without DATABASE_URL the local development setup makes its own.
+        assert!(config(&[]).expect("local").jwt_secret_key.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("JWT_EXPIRATION_MINUTES", "0"),
+            ("JWT_EXPIRATION_MINUTES", "ten"),
+            ("BIND_ADDR", "nowhere"),
+            ("MIGRATE_ON_START", "maybe"),
+            ("HASH_WORKERS", "-1"),
+            ("JWT_ALGORITHM", "none"),
+            ("DATABASE_URL", "not a url at all ="),
+        ] {
+            let err = config(&[(name, value)]).expect_err(name);
+            assert!(err.0.contains(name), "{name}: {err}");
+            assert!(!err.0.contains('\n'));
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `/api/workspaces`: create and list.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use http::header::HeaderName;
+use http::StatusCode;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::request::{missing, Request};
+use super::response::{timestamp, Reply};
+use crate::db;
+use crate::db::workspaces::WorkspaceRow;
+use crate::domain::{PlanTier, WorkspaceName};
+use crate::error::{ApiError, FieldError};
+use crate::state::AppState;
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+/// The public view of a workspace.
+#[derive(Serialize)]
+pub struct WorkspaceOut<'a> {
+    id: Uuid,
+    name: &'a str,
+    owner_id: Uuid,
+    plan_tier: &'a str,
+    created_at: String,
+}
+
+impl<'a> From<&'a WorkspaceRow> for WorkspaceOut<'a> {
+    fn from(w: &'a WorkspaceRow) -> Self {
+        WorkspaceOut {
+            id: w.id,
+            name: &w.name,
+            owner_id: w.owner_id,
+            plan_tier: &w.plan_tier,
+            created_at: timestamp(&w.created_at),
+        }
+    }
+}
+
+/// `POST /api/workspaces`.
+pub async fn create(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
+    let principal = app.authenticate(req.bearer()?).await?;
+    let body = req.json()?;
+    let (name, plan) = (body.string("name")?, body.string("plan_tier")?);
+    let mut errors = Vec::new();
+    let name = match name.map(WorkspaceName::parse) {
+        None => {
+            errors.push(missing("name"));
+            None
+        }
+        Some(Err(msg)) => {
+            errors.push(FieldError::new("name", msg));
+            None
+        }
+        Some(Ok(name)) => Some(name),
+    };
+    let plan = match plan.map(PlanTier::parse) {
+        None => Some(PlanTier::default()),
+        Some(Err(msg)) => {
+            errors.push(FieldError::new("plan_tier", msg));
+            None
+        }
+        Some(Ok(plan)) => Some(plan),
+    };
+    let (Some(name), Some(plan)) = (name, plan) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let client = app.db.get().await?;
+    let workspace = db::workspaces::create(
+        &client,
+        Uuid::now_v7(),
+        name.as_str(),
+        principal.user.id,
+        plan,
+    )
+    .await?;
+    tracing::info!(workspace_id = %workspace.id, user_id = %principal.user.id, "workspace created");
+    Ok(Reply::json(
+        StatusCode::CREATED,
+        &WorkspaceOut::from(&workspace),
+    ))
+}
+
+/// `GET /api/workspaces?limit=&cursor=`: the caller's workspaces, newest
+/// first; `X-Next-Cursor` when there are more.
+pub async fn list(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
+    let principal = app.authenticate(req.bearer()?).await?;
+    let query = req.query_params()?;
+    let mut errors = Vec::new();
+    let limit = match query.get("limit").map(|raw| raw.trim().parse::<i64>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be a whole number from 1 to {MAX_LIMIT}"),
+            ));
+            DEFAULT_LIMIT
+        }
+    };
+    let after = match query.get("cursor").map(decode_cursor) {
+        None => None,
+        Some(Some(after)) => Some(after),
+        Some(None) => {
+            errors.push(FieldError::new(
+                "cursor",
+                "is not a cursor this service issued",
+            ));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let client = app.db.get().await?;
+    // One extra row tells whether another page exists.
+    let mut rows =
+        db::workspaces::list_for_member(&client, principal.user.id, limit + 1, after).await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|last| encode_cursor(&last.created_at, last.id))
+    } else {
+        None
+    };
+    let out: Vec<WorkspaceOut<'_>> = rows.iter().map(WorkspaceOut::from).collect();
+    let mut reply = Reply::json(StatusCode::OK, &out);
+    if let Some(next) = next {
+        reply = reply.with_header(HeaderName::from_static("x-next-cursor"), &next);
+    }
+    Ok(reply)
+}
+
+/// An opaque cursor: the last row's creation time (µs) and id.
+fn encode_cursor(at: &DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}.{}", at.timestamp_micros(), id))
+}
+
+fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let (micros, id) = text.split_once('.')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, id.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_roundtrip_and_garbage_is_refused() {
+        let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).expect("time");
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(&at, id)), Some((at, id)));
+        for bad in [
+            "",
+            "abc",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("12.notauuid"),
+            &URL_SAFE_NO_PAD.encode("x.y"),
+        ] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! What every request handler shares: the pool, the actor handles, caches.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use moka::future::Cache;
+use uuid::Uuid;
+
+use crate::actors::hasher::HasherStats;
+use crate::actors::tokens::{AccessClaims, KeyHandle, TokenError};
+use crate::actors::Hasher;
+use crate::config::Config;
+use crate::db;
+use crate::db::users::UserRow;
+use crate::error::ApiError;
+
+/// Users kept in memory for token checks (`/me` and every protected call).
+const USER_CACHE_CAPACITY: u64 = 100_000;
+/// A safety net only: writes through this instance invalidate at once.
+const USER_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Shared state of one running instance.
+pub struct AppState {
+    /// Validated settings.
+    pub config: Config,
+    /// PostgreSQL pool.
+    pub db: Pool,
+    /// The Argon2 pool.
+    pub hasher: Hasher,
+    /// The current signing/verification keys.
+    pub keys: KeyHandle,
+    /// User rows by id: `/me` without a database round trip.
+    pub users: Cache<Uuid, Arc<UserRow>>,
+    /// Hashing pool counters.
+    pub hasher_stats: Arc<HasherStats>,
+    /// Actor restarts by the supervisor.
+    pub actor_restarts: Arc<AtomicU64>,
+}
+
+/// An authenticated caller.
+pub struct Principal {
+    /// The user, active.
+    pub user: Arc<UserRow>,
+    /// The claims of the token presented.
+    pub claims: AccessClaims,
+}
+
+/// A fresh user cache.
+pub fn user_cache() -> Cache<Uuid, Arc<UserRow>> {
+    Cache::builder()
+        .max_capacity(USER_CACHE_CAPACITY)
+        .time_to_live(USER_CACHE_TTL)
+        .build()
+}
+
+impl AppState {
+    /// The user with `id`, from the cache or the database (concurrent misses
+    /// for one id share one query).
+    pub async fn user(&self, id: Uuid) -> Result<Option<Arc<UserRow>>, ApiError> {
+        let loaded = self
+            .users
+            .try_get_with(id, async {
+                let client = self.db.get().await?;
+                match db::users::by_id(&client, id).await? {
+                    Some(user) => Ok(Arc::new(user)),
+                    None => Err(ApiError::NotFound),
+                }
+            })
+            .await;
+        match loaded {
+            Ok(user) => Ok(Some(user)),
+            Err(e) => match &*e {
+                ApiError::NotFound => Ok(None),
+                ApiError::Unavailable(cause) => Err(ApiError::Unavailable(cause.clone())),
+                other => Err(ApiError::Internal(format!("loading a user: {other:?}"))),
+            },
+        }
+    }
+
+    /// Checks the bearer access token and that its user is still active.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        let claims = self.keys.current().verify(token).map_err(|e| match e {
+            TokenError::Expired => ApiError::Unauthorized("Token has expired"),
+            TokenError::Invalid => ApiError::Unauthorized("Could not validate credentials"),
+        })?;
+        match self.user(claims.sub).await? {
+            Some(user) if user.is_active => Ok(Principal { user, claims }),
+            _ => Err(ApiError::Unauthorized("Could not validate credentials")),
+        }
+    }
+}
