@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::actors::tokens::SigningAlgorithm;
 use crate::domain::Secret;
 
 /// Where the database comes from.
@@ -60,6 +61,8 @@ pub struct Config {
     pub jwt_secret_key: Option<Secret>,
     /// Application secret (`SECRET_KEY`); same rule as the JWT key.
     pub secret_key: Option<Secret>,
+    /// Signing algorithm (`JWT_ALGORITHM`).
+    pub jwt_algorithm: SigningAlgorithm,
     /// Access token lifetime.
     pub jwt_expiration: Duration,
     /// `iss` claim.
@@ -89,6 +92,39 @@ pub struct Config {
     pub session_absolute: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Service keys allowed to call introspection (`INTROSPECTION_KEYS`).
+    pub introspection_keys: Vec<ServiceKey>,
+    /// Base of the links in mails and of the discovery document.
+    pub public_base_url: String,
+    /// How long caches are trusted without the change feed.
+    pub revocation_staleness: Duration,
+    /// Login attempts per client address per minute.
+    pub login_rate_per_ip: u32,
+    /// Registrations per client address per minute.
+    pub register_rate_per_ip: u32,
+    /// Refresh exchanges per client address per minute.
+    pub refresh_rate_per_ip: u32,
+    /// Failed logins for one e-mail before it is locked.
+    pub login_failures_before_lock: u32,
+    /// How long a lock lasts (and the window failures are counted in).
+    pub login_lock: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Browser origins that get CORS headers (`CORS_ALLOWED_ORIGINS`), exact match.
+    pub cors_allowed_origins: Vec<String>,
+    /// Serve `/docs`, `/redoc` and `/openapi.json` (`DOCS_ENABLED`).
+    pub docs_enabled: bool,
+    /// Serve `/metrics` (`METRICS_ENABLED`).
+    pub metrics_enabled: bool,
+}
+
+/// A named service key for introspection.
+#[derive(Clone)]
+pub struct ServiceKey {
+    /// Shown in logs and metrics (`name:key`; `key<N>` when unnamed).
+    pub name: String,
+    /// The key itself.
+    pub key: Secret,
 }
 
 impl fmt::Debug for Config {
@@ -155,14 +191,15 @@ impl Config {
             None if local => None,
             None => return Err(ConfigError("SECRET_KEY is required".into())),
         };
-        match var("JWT_ALGORITHM").as_deref() {
-            None | Some("HS256") => {}
+        let jwt_algorithm = match var("JWT_ALGORITHM").as_deref() {
+            None | Some("HS256") => SigningAlgorithm::Hs256,
+            Some("EdDSA") => SigningAlgorithm::EdDsa,
             Some(other) => {
                 return Err(ConfigError(format!(
-                    "JWT_ALGORITHM must be HS256 (got {other:?})"
+                    "JWT_ALGORITHM must be HS256 or EdDSA (got {other:?})"
                 )))
             }
-        }
+        };
         let minutes: u64 = number(&var, "JWT_EXPIRATION_MINUTES", 30, 1, 24 * 60)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let argon2 = Argon2Params {
@@ -186,6 +223,7 @@ impl Config {
             db_pool_size: number(&var, "DB_POOL_SIZE", 16, 1, 1000)?,
             jwt_secret_key,
             secret_key,
+            jwt_algorithm,
             jwt_expiration: Duration::from_secs(minutes * 60),
             jwt_issuer: var("JWT_ISSUER").unwrap_or_else(|| "auth-service".into()),
             jwt_audience: var("JWT_AUDIENCE"),
@@ -218,6 +256,70 @@ impl Config {
             )?),
             session_idle: Duration::from_secs(idle_days * DAY),
             session_absolute: Duration::from_secs(absolute_days * DAY),
+            cors_allowed_origins: var("CORS_ALLOWED_ORIGINS")
+                .map(|raw| {
+                    raw.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            login_rate_per_ip: number(&var, "LOGIN_RATE_PER_IP_PER_MINUTE", 300, 1, 10_000_000)?,
+            register_rate_per_ip: number(
+                &var,
+                "REGISTER_RATE_PER_IP_PER_MINUTE",
+                120,
+                1,
+                10_000_000,
+            )?,
+            refresh_rate_per_ip: number(
+                &var,
+                "REFRESH_RATE_PER_IP_PER_MINUTE",
+                1200,
+                1,
+                10_000_000,
+            )?,
+            login_failures_before_lock: number(
+                &var,
+                "LOGIN_FAILURES_BEFORE_LOCK",
+                10,
+                1,
+                1_000_000,
+            )?,
+            login_lock: Duration::from_secs(
+                60 * number(&var, "LOGIN_LOCK_MINUTES", 15u64, 1, 24 * 60)?,
+            ),
+            trusted_proxies: match var("TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(raw) => raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<ipnet::IpNet>()
+                            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| {
+                                ConfigError(format!(
+                                    "TRUSTED_PROXIES: {p:?} is not a CIDR or address"
+                                ))
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+            introspection_keys: service_keys(var("INTROSPECTION_KEYS").as_deref())?,
+            public_base_url: var("PUBLIC_BASE_URL")
+                .unwrap_or_else(|| "http://localhost:8001".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            revocation_staleness: Duration::from_secs(number(
+                &var,
+                "REVOCATION_STALENESS_SECONDS",
+                10,
+                1,
+                3600,
+            )?),
+            docs_enabled: boolean(&var, "DOCS_ENABLED", true)?,
+            metrics_enabled: boolean(&var, "METRICS_ENABLED", true)?,
             log_format: match var("LOG_FORMAT").as_deref() {
                 None | Some("human") => LogFormat::Human,
                 Some("json") => LogFormat::Json,
@@ -229,6 +331,35 @@ impl Config {
             },
         })
     }
+}
+
+/// `key` or `name:key`, comma-separated; keys of at least 16 bytes.
+fn service_keys(raw: Option<&str>) -> Result<Vec<ServiceKey>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for (n, entry) in raw
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+    {
+        let (name, key) = match entry.split_once(':') {
+            Some((name, key)) if !name.is_empty() => (name.to_owned(), key),
+            _ => (format!("key{}", n + 1), entry),
+        };
+        if key.len() < 16 {
+            return Err(ConfigError(format!(
+                "INTROSPECTION_KEYS: key {name:?} must be at least 16 bytes"
+            )));
+        }
+        keys.push(ServiceKey {
+            name,
+            key: Secret::new(key),
+        });
+    }
+    Ok(keys)
 }
 
 fn number<T>(
@@ -322,6 +453,28 @@ mod tests {
         assert!(err.0.contains("32 bytes"), "{err}");
         // Without DATABASE_URL the local development setup makes its own.
         assert!(config(&[]).expect("local").jwt_secret_key.is_none());
+    }
+
+    #[test]
+    fn introspection_keys_may_be_named() {
+        let c = config(&[(
+            "INTROSPECTION_KEYS",
+            "billing:aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb",
+        )])
+        .expect("valid");
+        let names: Vec<&str> = c
+            .introspection_keys
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        assert_eq!(names, ["billing", "key2"]);
+        assert_eq!(c.introspection_keys[1].key.expose(), "bbbbbbbbbbbbbbbb");
+        let err = config(&[("INTROSPECTION_KEYS", "svc:short")]).unwrap_err();
+        assert!(err.0.contains("INTROSPECTION_KEYS"), "{err}");
+        assert!(
+            !err.0.contains("short"),
+            "the key itself never shows: {err}"
+        );
     }
 
     #[test]

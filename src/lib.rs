@@ -14,18 +14,27 @@
 //! - [`domain`]: newtypes that parse: `Email`, `Password`, `Role`, `PlanTier`.
 //! - [`db`]: the pool, the migration runner, queries per table, and the
 //!   local PostgreSQL used when no `DATABASE_URL` is given.
+//! - [`accounts`]: account-wide changes: ending sessions, deactivation.
 //! - [`state`]: what every handler shares.
+//! - [`changefeed`]: LISTEN/NOTIFY between instances, keeping caches honest.
+//! - [`ratelimit`]: per-address token buckets and the client address.
+//! - [`revocation`]: the revoked-session set each validation consults.
 //! - [`error`]: the one error type and its rendering.
 //!
 //! A request flows one way: `http` parses → `actors`/`domain` decide →
 //! `db` stores → `http` renders.
 
+pub mod accounts;
 pub mod actors;
+pub mod changefeed;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod revocation;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

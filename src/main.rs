@@ -8,6 +8,7 @@ use auth_service::{db, telemetry};
 
 const USAGE: &str = "usage: auth-service [serve]
        auth-service migrate up|down [N]|status
+       auth-service keys rotate    (JWT_ALGORITHM=EdDSA: new signing key, old one verifies until its tokens expire)
 
 Settings come from the environment; see .env.example.";
 
@@ -16,6 +17,7 @@ enum Command {
     MigrateUp,
     MigrateDown(usize),
     MigrateStatus,
+    RotateKeys,
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
@@ -29,6 +31,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
             .map(Command::MigrateDown)
             .map_err(|_| format!("migrate down takes a number of steps, not {n:?}")),
         ["migrate", "status"] => Ok(Command::MigrateStatus),
+        ["keys", "rotate"] => Ok(Command::RotateKeys),
         _ => Err(USAGE.to_owned()),
     }
 }
@@ -98,6 +101,15 @@ async fn migrate(config: &mut Config, command: Command) -> Result<(), String> {
                     .map_or_else(|| "pending".to_owned(), |at| format!("applied {at}"));
                 println!("{:<24} {state}", m.name);
             }
+        }
+        Command::RotateKeys => {
+            let secret = config.secret_key.as_ref().ok_or("SECRET_KEY is required")?;
+            db::signing_keys::create(&mut client, secret, false)
+                .await
+                .map_err(|e| e.0)?;
+            println!(
+                "new signing key in use; running instances picked it up through the change feed"
+            );
         }
         Command::Serve => {}
     }

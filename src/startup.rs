@@ -10,6 +10,7 @@ use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 
 use crate::actors::hasher::{HasherArgs, HasherStats};
+use crate::actors::membership::Memberships;
 use crate::actors::supervisor::{Supervisor, SupervisorArgs};
 use crate::actors::tokens::{KeyHandle, TokenArgs, TokenConfig, TokenKeys};
 use crate::actors::{ActorSlot, Hasher};
@@ -17,7 +18,12 @@ use crate::config::{Config, DatabaseSource};
 use crate::db;
 use crate::db::local_pg::{default_dev_data_dir, LocalPgOptions, LocalPostgres};
 use crate::domain::Secret;
+use crate::ratelimit::RateLimiter;
+use crate::revocation::Revocations;
 use crate::state::{user_cache, AppState};
+
+/// Wrong introspection keys tolerated per address per minute before 429.
+const BAD_SERVICE_KEYS_PER_MINUTE: u32 = 30;
 
 /// Name of the database the service creates in its own local cluster.
 const LOCAL_DATABASE: &str = "auth_service";
@@ -28,6 +34,7 @@ pub struct Application {
     addr: SocketAddr,
     state: Arc<AppState>,
     supervisor: ActorRef<()>,
+    feed: tokio_postgres::Config,
     // Kept alive for as long as the instance runs; stops the local server on drop.
     _local_pg: Option<LocalPostgres>,
 }
@@ -151,17 +158,40 @@ impl Application {
             migrate(&url).await?;
         }
         let db = db::pool(&url, config.db_pool_size).map_err(fail("database"))?;
+        let feed = db::connection_config(&url).map_err(fail("database"))?;
+        let memberships = Memberships::start(db.clone())
+            .await
+            .map_err(fail("memberships"))?;
+        let revocations = Revocations::new(config.revocation_staleness, config.jwt_expiration);
+        // Start with the revoked set as the database has it; the change feed
+        // keeps it current from here (and reloads it when it connects).
+        if let Ok(client) = db.get().await {
+            if let Err(e) = revocations.reload(&client).await {
+                tracing::warn!(error = %e, "could not load revoked sessions at start");
+            }
+        }
         let secret = config
             .jwt_secret_key
             .clone()
             .ok_or_else(|| StartupError("JWT_SECRET_KEY is required".into()))?;
+        let secret_key = config
+            .secret_key
+            .clone()
+            .ok_or_else(|| StartupError("SECRET_KEY is required".into()))?;
         let token_config = TokenConfig {
+            algorithm: config.jwt_algorithm,
             secret,
+            secret_key,
             lifetime: config.jwt_expiration,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
         };
-        let keys = KeyHandle::new(TokenKeys::new(&token_config));
+        let keys = KeyHandle::new(
+            TokenKeys::load(&token_config, &db)
+                .await
+                .map_err(fail("signing keys"))?,
+        );
+        let tokens_slot = ActorSlot::default();
         let hasher_stats = Arc::new(HasherStats::default());
         let actor_restarts = Arc::new(AtomicU64::new(0));
         let hasher_slot = ActorSlot::default();
@@ -179,8 +209,9 @@ impl Application {
                 tokens: TokenArgs {
                     config: token_config,
                     handle: keys.clone(),
+                    db: db.clone(),
                 },
-                tokens_slot: ActorSlot::default(),
+                tokens_slot: tokens_slot.clone(),
                 restarts: actor_restarts.clone(),
             },
         )
@@ -192,20 +223,31 @@ impl Application {
         let addr = listener
             .local_addr()
             .map_err(|e| StartupError(e.to_string()))?;
+        let limiter = RateLimiter::new(
+            config.login_rate_per_ip,
+            config.register_rate_per_ip,
+            config.refresh_rate_per_ip,
+            BAD_SERVICE_KEYS_PER_MINUTE,
+        );
         let state = Arc::new(AppState {
             config,
             db,
             hasher: Hasher::new(hasher_slot),
             keys,
+            token_actor: tokens_slot,
             users: user_cache(),
             hasher_stats,
             actor_restarts,
+            memberships,
+            revocations,
+            limiter,
         });
         Ok(Application {
             listener,
             addr,
             state,
             supervisor,
+            feed,
             _local_pg: local_pg,
         })
     }
@@ -223,7 +265,9 @@ impl Application {
     /// Serves until `shutdown` resolves, drains, then stops the actors.
     pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()>) {
         tracing::info!(addr = %self.addr, "listening");
+        let feed = tokio::spawn(crate::changefeed::run(self.state.clone(), self.feed));
         crate::http::serve(self.listener, self.state.clone(), shutdown).await;
+        feed.abort();
         self.supervisor.stop(None);
         self.state.db.close();
     }

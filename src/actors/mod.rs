@@ -6,6 +6,7 @@
 //! so a dead or restarting actor makes a request fail with 503, never hang.
 
 pub mod hasher;
+pub mod membership;
 pub mod supervisor;
 pub mod tokens;
 
@@ -83,6 +84,11 @@ impl Hasher {
     /// A handle on the pool the supervisor keeps in `slot`.
     pub fn new(slot: ActorSlot<HasherMsg>) -> Hasher {
         Hasher { slot }
+    }
+
+    /// The live pool actor, if one is running (diagnostics, supervision tests).
+    pub fn actor(&self) -> Option<ActorRef<HasherMsg>> {
+        self.slot.get()
     }
 
     /// Hashes a new password.

@@ -105,30 +105,39 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(child) = state.children.remove(&cell.get_id()) else {
-                    return Ok(());
-                };
-                tracing::error!(?child, error = %err, "actor failed; restarting it");
-                state.args.restarts.fetch_add(1, Ordering::Relaxed);
-                match child {
-                    Child::Hasher => state.args.hasher_slot.set(None),
-                    Child::Tokens => state.args.tokens_slot.set(None),
-                }
-                Supervisor::start_child(&myself.get_cell(), state, child).await?;
+        // A panic or an error is a failure; a kill (someone, or something,
+        // tore it down) is too. Only our own shutdown stops children cleanly,
+        // and then this supervisor is stopping as well.
+        let (cell, why) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, Some(reason)) if reason == "killed" => {
+                (cell, reason)
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                // Only a shutdown stops a child cleanly: nothing to restart.
                 if let Some(child) = state.children.remove(&cell.get_id()) {
-                    match child {
-                        Child::Hasher => state.args.hasher_slot.set(None),
-                        Child::Tokens => state.args.tokens_slot.set(None),
-                    }
+                    state.clear(child);
                 }
+                return Ok(());
             }
-            _ => {}
-        }
+            _ => return Ok(()),
+        };
+        let Some(child) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        tracing::error!(?child, error = %why, "actor failed; restarting it");
+        state.args.restarts.fetch_add(1, Ordering::Relaxed);
+        state.clear(child);
+        Supervisor::start_child(&myself.get_cell(), state, child).await?;
         Ok(())
+    }
+}
+
+impl SupervisorState {
+    /// Until the replacement is up, callers get 503 instead of a dead ref.
+    fn clear(&self, child: Child) {
+        match child {
+            Child::Hasher => self.args.hasher_slot.set(None),
+            Child::Tokens => self.args.tokens_slot.set(None),
+        }
     }
 }

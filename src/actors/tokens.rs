@@ -7,15 +7,20 @@
 //! directly. Key changes (rotation) go through the actor, which swaps the
 //! handle atomically.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use deadpool_postgres::Pool;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::db::signing_keys;
 use crate::domain::Secret;
 
 /// Tokens longer than this are refused before any parsing.
@@ -56,11 +61,24 @@ pub enum TokenError {
     Expired,
 }
 
+/// Which algorithm signs access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    /// HMAC-SHA256 with `JWT_SECRET_KEY`.
+    Hs256,
+    /// Ed25519 keys kept (encrypted) in PostgreSQL and published as JWKS.
+    EdDsa,
+}
+
 /// What the token actor is built from.
 #[derive(Clone)]
 pub struct TokenConfig {
+    /// The algorithm.
+    pub algorithm: SigningAlgorithm,
     /// HS256 key.
     pub secret: Secret,
+    /// Encrypts EdDSA private keys at rest.
+    pub secret_key: Secret,
     /// Access token lifetime.
     pub lifetime: Duration,
     /// `iss`.
@@ -71,9 +89,11 @@ pub struct TokenConfig {
 
 /// The signing and verification keys, shared read-only by every handler.
 pub struct TokenKeys {
+    algorithm: Algorithm,
     kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    jwks: serde_json::Value,
     validation: Validation,
     lifetime: Duration,
     issuer: String,
@@ -86,8 +106,79 @@ impl TokenKeys {
         let secret = config.secret.expose().as_bytes();
         // A key id that names the key without revealing it: a short digest.
         let digest = Sha256::digest([b"kid:".as_slice(), secret].concat());
-        let kid = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        let mut validation = Validation::new(Algorithm::HS256);
+        let kid: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let decoding = HashMap::from([(kid.clone(), DecodingKey::from_secret(secret))]);
+        TokenKeys::assemble(
+            config,
+            Algorithm::HS256,
+            kid,
+            EncodingKey::from_secret(secret),
+            decoding,
+            serde_json::json!({ "keys": [] }),
+        )
+    }
+
+    /// Builds the EdDSA key set from stored keys (newest signs).
+    pub fn from_stored(
+        config: &TokenConfig,
+        keys: &[signing_keys::StoredKey],
+    ) -> Result<TokenKeys, String> {
+        let newest = keys
+            .iter()
+            .max_by_key(|k| k.created_at)
+            .ok_or("no EdDSA signing key is stored")?;
+        let mut decoding = HashMap::new();
+        let mut published = Vec::new();
+        for key in keys {
+            decoding.insert(key.kid.clone(), DecodingKey::from_ed_der(&key.public));
+            published.push(serde_json::json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(&key.public),
+                "kid": key.kid,
+                "alg": "EdDSA",
+                "use": "sig",
+            }));
+        }
+        Ok(TokenKeys::assemble(
+            config,
+            Algorithm::EdDSA,
+            newest.kid.clone(),
+            EncodingKey::from_ed_der(&newest.private_der),
+            decoding,
+            serde_json::json!({ "keys": published }),
+        ))
+    }
+
+    /// Loads the key set for `config`: HS256 from the configuration, EdDSA
+    /// from the database (creating the first key when there is none).
+    pub async fn load(config: &TokenConfig, db: &Pool) -> Result<TokenKeys, String> {
+        match config.algorithm {
+            SigningAlgorithm::Hs256 => Ok(TokenKeys::new(config)),
+            SigningAlgorithm::EdDsa => {
+                let mut client = db.get().await.map_err(|e| format!("database: {e}"))?;
+                signing_keys::create(&mut client, &config.secret_key, true)
+                    .await
+                    .map_err(|e| e.0)?;
+                // Retired keys verify for one token lifetime (plus leeway).
+                let keep = config.lifetime + Duration::from_secs(LEEWAY_SECONDS);
+                let stored = signing_keys::load(&client, &config.secret_key, keep)
+                    .await
+                    .map_err(|e| e.0)?;
+                TokenKeys::from_stored(config, &stored)
+            }
+        }
+    }
+
+    fn assemble(
+        config: &TokenConfig,
+        algorithm: Algorithm,
+        kid: String,
+        encoding: EncodingKey,
+        decoding: HashMap<String, DecodingKey>,
+        jwks: serde_json::Value,
+    ) -> TokenKeys {
+        let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_nbf = true;
         validation.set_issuer(&[&config.issuer]);
@@ -100,13 +191,28 @@ impl TokenKeys {
             None => validation.validate_aud = false,
         }
         TokenKeys {
+            algorithm,
             kid,
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            encoding,
+            decoding,
+            jwks,
             validation,
             lifetime: config.lifetime,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+        }
+    }
+
+    /// The published public keys (`{"keys": []}` under HS256).
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
+    }
+
+    /// The JOSE name of the signing algorithm.
+    pub fn algorithm_name(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::EdDSA => "EdDSA",
+            _ => "HS256",
         }
     }
 
@@ -128,7 +234,7 @@ impl TokenKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
-        let mut header = Header::new(Algorithm::HS256);
+        let mut header = Header::new(self.algorithm);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.encoding)
             .map_err(|e| format!("signing failed: {e}"))
@@ -140,19 +246,21 @@ impl TokenKeys {
             return Err(TokenError::Invalid);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        // Only our algorithm, only our key, and never a key the token names.
+        // Only our algorithm, only our keys, and never a key the token names.
         let names_a_key = header.jku.is_some()
             || header.jwk.is_some()
             || header.x5u.is_some()
             || header.x5c.is_some()
             || header.crit.is_some();
-        if header.alg != Algorithm::HS256
-            || names_a_key
-            || header.kid.as_deref() != Some(self.kid.as_str())
-        {
+        if header.alg != self.algorithm || names_a_key {
             return Err(TokenError::Invalid);
         }
-        match jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation) {
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenError::Invalid)?;
+        match jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation) {
             Ok(data) => Ok(data.claims),
             Err(e) => match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature
@@ -198,11 +306,14 @@ pub struct TokenArgs {
     pub config: TokenConfig,
     /// The handle it publishes into.
     pub handle: KeyHandle,
+    /// Where EdDSA keys live.
+    pub db: Pool,
 }
 
 /// Messages of the token actor.
 pub enum TokenMsg {
-    /// Rebuild the keys from configuration and publish them.
+    /// Reload the keys (configuration or database) and publish them: after
+    /// a rotation on any instance, and when the change feed reconnects.
     Reload,
 }
 
@@ -219,7 +330,8 @@ impl Actor for TokenActor {
         _myself: ActorRef<TokenMsg>,
         args: TokenArgs,
     ) -> Result<TokenArgs, ActorProcessingErr> {
-        args.handle.replace(TokenKeys::new(&args.config));
+        args.handle
+            .replace(TokenKeys::load(&args.config, &args.db).await?);
         Ok(args)
     }
 
@@ -230,7 +342,11 @@ impl Actor for TokenActor {
         state: &mut TokenArgs,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TokenMsg::Reload => state.handle.replace(TokenKeys::new(&state.config)),
+            TokenMsg::Reload => match TokenKeys::load(&state.config, &state.db).await {
+                Ok(keys) => state.handle.replace(keys),
+                // Keep verifying with what we have; the next reload may work.
+                Err(e) => tracing::warn!(error = %e, "could not reload signing keys"),
+            },
         }
         Ok(())
     }
@@ -244,6 +360,8 @@ mod tests {
 
     fn keys(audience: Option<&str>) -> TokenKeys {
         TokenKeys::new(&TokenConfig {
+            algorithm: SigningAlgorithm::Hs256,
+            secret_key: Secret::new("s".repeat(32)),
             secret: Secret::new("k".repeat(32)),
             lifetime: Duration::from_secs(1800),
             issuer: "auth-service".into(),
@@ -301,6 +419,8 @@ mod tests {
             .issue(Uuid::now_v7(), "a@example.com", Uuid::now_v7(), now())
             .expect("sign");
         let other = TokenKeys::new(&TokenConfig {
+            algorithm: SigningAlgorithm::Hs256,
+            secret_key: Secret::new("s".repeat(32)),
             secret: Secret::new("z".repeat(32)),
             lifetime: Duration::from_secs(1800),
             issuer: "auth-service".into(),

@@ -37,6 +37,8 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_users"),
     migration!(2, "0002_workspaces"),
     migration!(3, "0003_sessions"),
+    migration!(4, "0004_signing_keys"),
+    migration!(5, "0005_login_throttle"),
 ];
 
 /// Advisory lock key: any constant that no other tool on the database uses.

@@ -3,8 +3,11 @@
 //! `prepare_cached`, so each connection parses each statement once.
 
 pub mod local_pg;
+pub mod login_throttle;
+pub mod members;
 pub mod migrations;
 pub mod sessions;
+pub mod signing_keys;
 pub mod users;
 pub mod workspaces;
 

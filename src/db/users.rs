@@ -85,3 +85,11 @@ pub async fn upgrade_hash(
         .await?;
     Ok(db.execute(&stmt, &[&id, &old, &new]).await? == 1)
 }
+
+/// Activates or deactivates a user; false when there is no such user.
+pub async fn set_active(db: &impl GenericClient, id: Uuid, active: bool) -> Result<bool, ApiError> {
+    let stmt = db
+        .prepare_cached("UPDATE users SET is_active = $2, updated_at = now() WHERE id = $1")
+        .await?;
+    Ok(db.execute(&stmt, &[&id, &active]).await? == 1)
+}

@@ -16,6 +16,7 @@ use crate::db;
 use crate::db::users::UserRow;
 use crate::domain::{Email, Password, Secret};
 use crate::error::{ApiError, FieldError};
+use crate::ratelimit::Limit;
 use crate::state::AppState;
 
 /// The public view of a user, as API.md's register response.
@@ -40,8 +41,9 @@ impl<'a> From<&'a UserRow> for UserOut<'a> {
     }
 }
 
+/// A token pair as login and refresh return it.
 #[derive(Serialize)]
-struct TokenOut {
+pub struct TokenOut {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
@@ -52,6 +54,7 @@ const BAD_CREDENTIALS: &str = "Incorrect email or password";
 
 /// `POST /api/auth/register`.
 pub async fn register(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
+    app.limiter.check(Limit::Register, req.peer).await?;
     let body = req.json()?;
     let (email, password) = (body.string("email")?, body.string("password")?);
     let mut errors = Vec::new();
@@ -94,6 +97,7 @@ pub async fn register(app: &AppState, req: &Request) -> Result<Reply, ApiError> 
 
 /// `POST /api/auth/login`: the OAuth2 password grant, form-encoded.
 pub async fn login(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
+    app.limiter.check(Limit::Login, req.peer).await?;
     let form = req.form().await?;
     let mut errors = Vec::new();
     let username = form.get("username");
@@ -114,16 +118,40 @@ pub async fn login(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
     };
     let email = username.trim().to_lowercase();
     let client = app.db.get().await?;
+    let throttle = db::login_throttle::status(&client, &email).await?;
+    if let Some(wait) = throttle.filter(|wait| !wait.is_zero()) {
+        tracing::info!("login refused: e-mail is locked");
+        return Err(ApiError::RateLimited(wait));
+    }
     let user = db::users::by_email(&client, &email).await?;
     // Release the connection while hashing: the pool is for queries.
     drop(client);
     let password = Secret::new(password.to_owned());
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let verified = app.hasher.verify(password.clone(), stored).await?;
+    let client = app.db.get().await?;
     let user = match user {
         Some(user) if verified.ok && user.is_active => user,
-        _ => return Err(ApiError::Unauthorized(BAD_CREDENTIALS)),
+        _ => {
+            let config = &app.config;
+            let locked = db::login_throttle::record_failure(
+                &client,
+                &email,
+                config.login_failures_before_lock,
+                config.login_lock,
+            )
+            .await?;
+            match locked {
+                true => tracing::warn!("login failed; e-mail locked after repeated failures"),
+                false => tracing::info!("login failed"),
+            }
+            return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
+        }
     };
+    if throttle.is_some() {
+        db::login_throttle::clear(&client, &email).await?;
+    }
+    drop(client);
     if verified.needs_rehash {
         upgrade_hash(app, &user, password);
     }
@@ -153,17 +181,43 @@ fn upgrade_hash(app: &AppState, user: &UserRow, password: Secret) {
     });
 }
 
+/// A new opaque refresh token (256 random bits) and the SHA-256 stored for it.
+pub fn new_refresh_token() -> (String, Vec<u8>) {
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token = URL_SAFE_NO_PAD.encode(raw);
+    let hash = Sha256::digest(token.as_bytes()).to_vec();
+    (token, hash)
+}
+
+/// Signs an access token for `user` in session `sid` and pairs it with
+/// `refresh_token`.
+pub fn issue_tokens(
+    app: &AppState,
+    user: &UserRow,
+    sid: Uuid,
+    refresh_token: String,
+) -> Result<TokenOut, ApiError> {
+    let keys = app.keys.current();
+    let now = chrono::Utc::now().timestamp();
+    let access_token = keys
+        .issue(user.id, &user.email, sid, now)
+        .map_err(ApiError::Internal)?;
+    Ok(TokenOut {
+        access_token,
+        token_type: "bearer",
+        expires_in: keys.lifetime_seconds(),
+        refresh_token,
+    })
+}
+
 /// Creates a login session and its first token pair.
 async fn start_session(
     app: &AppState,
     req: &Request,
     user: &UserRow,
 ) -> Result<TokenOut, ApiError> {
-    let mut raw = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let refresh_token = URL_SAFE_NO_PAD.encode(raw);
-    let refresh_hash = Sha256::digest(refresh_token.as_bytes());
-    let now = chrono::Utc::now();
+    let (refresh_token, refresh_hash) = new_refresh_token();
     let sid = Uuid::now_v7();
     let absolute = chrono::Duration::from_std(app.config.session_absolute)
         .map_err(|e| ApiError::Internal(format!("session lifetime: {e}")))?;
@@ -175,23 +229,14 @@ async fn start_session(
         &db::sessions::NewSession {
             id: sid,
             user_id: user.id,
-            expires_at: now + absolute,
+            expires_at: chrono::Utc::now() + absolute,
             ip: Some(&ip),
             user_agent: user_agent.as_deref(),
             refresh_hash: &refresh_hash,
         },
     )
     .await?;
-    let keys = app.keys.current();
-    let access_token = keys
-        .issue(user.id, &user.email, sid, now.timestamp())
-        .map_err(ApiError::Internal)?;
-    Ok(TokenOut {
-        access_token,
-        token_type: "bearer",
-        expires_in: keys.lifetime_seconds(),
-        refresh_token,
-    })
+    issue_tokens(app, user, sid, refresh_token)
 }
 
 /// `GET /api/auth/me`.

@@ -3,10 +3,14 @@
 //! [`request::Request`] and return a [`response::Reply`] or an error.
 
 pub mod auth;
+pub mod cors;
+pub mod docs;
+pub mod members;
 pub mod ops;
 pub mod request;
 pub mod response;
 pub mod router;
+pub mod tokens;
 pub mod workspaces;
 
 use std::convert::Infallible;
@@ -43,7 +47,7 @@ pub async fn serve(listener: TcpListener, app: Arc<AppState>, shutdown: impl Fut
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.header_read_timeout)
         .keep_alive(true)
-        .max_buf_size(MAX_HEADER_BYTES + 8 * 1024);
+        .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -117,10 +121,16 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let api_path = path.starts_with("/api/");
+    let origin = cors::allowed_origin(&app.config.cors_allowed_origins, req.headers());
+    if let Some(origin) = &origin {
+        if let Some(reply) = cors::preflight(&method, &path, req.headers(), origin) {
+            return reply.render(api_path, &request_id);
+        }
+    }
     let (template, result) = match router::resolve(method.as_str(), &path) {
         Ok(matched) => (
             matched.template,
-            dispatch(app, matched.endpoint, req, peer).await,
+            dispatch(app, matched.endpoint, &matched.params, req, peer).await,
         ),
         Err((err, template)) => (template, Err(err)),
     };
@@ -138,6 +148,7 @@ async fn handle(
         }
     };
     let status = reply.status.as_u16();
+    crate::metrics::record_request(method.as_str(), template, status, started.elapsed());
     tracing::info!(
         method = %method,
         route = template,
@@ -146,6 +157,10 @@ async fn handle(
         request_id = request_id.to_str().unwrap_or_default(),
         "request"
     );
+    let reply = match &origin {
+        Some(origin) => cors::decorate(reply, origin),
+        None => reply,
+    };
     reply.render(api_path, &request_id)
 }
 
@@ -166,25 +181,50 @@ fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
 async fn dispatch(
     app: &AppState,
     endpoint: Endpoint,
+    params: &[&str],
     req: http::Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Reply, ApiError> {
-    let req = read(req, peer).await?;
+    let req = read(req, peer, &app.config.trusted_proxies).await?;
     req.refuse_secrets_in_query()?;
     match endpoint {
         Endpoint::Health => Ok(ops::health()),
         Endpoint::Ready => ops::ready(app).await,
+        Endpoint::Metrics => crate::metrics::render(app),
+        Endpoint::OpenApi => docs::openapi(app),
+        Endpoint::SwaggerUi => docs::swagger_ui(app),
+        Endpoint::Redoc => docs::redoc(app),
+        Endpoint::DocsAsset => docs::asset(app, params),
         Endpoint::Register => auth::register(app, &req).await,
         Endpoint::Login => auth::login(app, &req).await,
         Endpoint::Me => auth::me(app, &req).await,
+        Endpoint::Refresh => tokens::refresh(app, &req).await,
+        Endpoint::Logout => tokens::logout(app, &req).await,
+        Endpoint::Introspect => tokens::introspect(app, &req).await,
+        Endpoint::ListSessions => tokens::list_sessions(app, &req).await,
+        Endpoint::EndSession => tokens::end_session(app, &req, params).await,
+        Endpoint::Jwks => tokens::jwks(app),
+        Endpoint::OpenIdConfiguration => tokens::openid_configuration(app),
         Endpoint::CreateWorkspace => workspaces::create(app, &req).await,
         Endpoint::ListWorkspaces => workspaces::list(app, &req).await,
+        Endpoint::GetWorkspace => workspaces::get(app, &req, params).await,
+        Endpoint::UpdateWorkspace => workspaces::update(app, &req, params).await,
+        Endpoint::DeleteWorkspace => workspaces::delete(app, &req, params).await,
+        Endpoint::ListMembers => members::list(app, &req, params).await,
+        Endpoint::AddMember => members::add(app, &req, params).await,
+        Endpoint::MyMembership => members::me(app, &req, params).await,
+        Endpoint::UpdateMember => members::update(app, &req, params).await,
+        Endpoint::RemoveMember => members::remove(app, &req, params).await,
     }
 }
 
 /// Reads the body through a limit: a declared or actual size over
 /// [`MAX_BODY`] is a 413 without buffering the rest.
-async fn read(req: http::Request<Incoming>, peer: SocketAddr) -> Result<Request, ApiError> {
+async fn read(
+    req: http::Request<Incoming>,
+    peer: SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> Result<Request, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -208,8 +248,8 @@ async fn read(req: http::Request<Incoming>, peer: SocketAddr) -> Result<Request,
     Ok(Request {
         method: parts.method,
         query: parts.uri.query().map(str::to_owned),
+        peer: crate::ratelimit::client_ip(peer.ip(), &parts.headers, trusted),
         headers: parts.headers,
         body,
-        peer: peer.ip(),
     })
 }

@@ -36,7 +36,7 @@ pub struct Request {
     pub headers: HeaderMap,
     /// The whole body (at most [`MAX_BODY`]).
     pub body: Bytes,
-    /// The client address.
+    /// The client address (through trusted proxies' `X-Forwarded-For`).
     pub peer: IpAddr,
 }
 
@@ -82,12 +82,7 @@ impl Request {
         const WANTED: &str = "application/x-www-form-urlencoded or multipart/form-data";
         match self.media_type().as_deref() {
             Some("application/x-www-form-urlencoded") => {
-                let text = std::str::from_utf8(&self.body)
-                    .map_err(|_| ApiError::BadRequest("Form body is not valid UTF-8".into()))?;
-                Form::from_pairs(
-                    form_urlencoded::parse(text.as_bytes())
-                        .map(|(k, v)| (k.into_owned(), v.into_owned())),
-                )
+                Form::from_pairs(parse_urlencoded(&self.body)?)
             }
             Some("multipart/form-data") => {
                 let content_type = self.header("content-type").unwrap_or_default();
@@ -102,8 +97,12 @@ impl Request {
                     match multipart.next_field().await {
                         Ok(Some(field)) => {
                             let name = field.name().unwrap_or_default().to_owned();
-                            let value = field.text().await.map_err(|_| {
+                            let bytes = field.bytes().await.map_err(|_| {
                                 ApiError::BadRequest("Multipart body is malformed".into())
+                            })?;
+                            // Refused, never "repaired": a password is taken exactly as sent.
+                            let value = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                                ApiError::BadRequest("Form values must be UTF-8".into())
                             })?;
                             pairs.push((name, value));
                         }
@@ -163,6 +162,32 @@ impl Request {
         self.header("user-agent")
             .map(|ua| ua.chars().take(512).collect())
     }
+}
+
+/// Decodes `application/x-www-form-urlencoded` strictly: a value that does
+/// not decode to UTF-8 is a 400, where the usual lossy decoding would
+/// silently turn it into U+FFFD (and log a user in with another password).
+fn parse_urlencoded(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |part: &[u8]| -> Result<String, ApiError> {
+        let spaced: Vec<u8> = part
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&spaced)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| ApiError::BadRequest("Form values must be UTF-8".into()))
+    };
+    raw.split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &b""[..]),
+            };
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
 }
 
 /// A JSON object body with typed field access.
@@ -259,6 +284,18 @@ mod tests {
         let form = req.form().await.expect("form");
         assert_eq!(form.get("username"), Some("a@example.com"));
         assert_eq!(form.get("password"), Some("p w"));
+    }
+
+    #[test]
+    fn urlencoded_values_decode_strictly() {
+        let pairs = parse_urlencoded(b"a=x+y%21&b=&c&&d=%E2%9C%93").expect("valid");
+        let expected = [("a", "x y!"), ("b", ""), ("c", ""), ("d", "\u{2713}")];
+        let got: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+        assert!(parse_urlencoded(b"password=%FF%FE").is_err());
     }
 
     #[test]

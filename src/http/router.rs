@@ -17,10 +17,50 @@ pub enum Endpoint {
     Login,
     /// `GET /api/auth/me`
     Me,
+    /// `POST /api/auth/refresh`
+    Refresh,
+    /// `POST /api/auth/logout`
+    Logout,
+    /// `POST /api/auth/introspect`
+    Introspect,
+    /// `GET /api/auth/sessions`
+    ListSessions,
+    /// `DELETE /api/auth/sessions/{sid}`
+    EndSession,
+    /// `GET /metrics`
+    Metrics,
+    /// `GET /openapi.json`
+    OpenApi,
+    /// `GET /docs`
+    SwaggerUi,
+    /// `GET /redoc`
+    Redoc,
+    /// `GET /docs/assets/{file}`: the vendored Swagger UI and ReDoc files.
+    DocsAsset,
+    /// `GET /.well-known/jwks.json`
+    Jwks,
+    /// `GET /.well-known/openid-configuration`
+    OpenIdConfiguration,
     /// `POST /api/workspaces`
     CreateWorkspace,
     /// `GET /api/workspaces`
     ListWorkspaces,
+    /// `GET /api/workspaces/{id}`
+    GetWorkspace,
+    /// `PATCH /api/workspaces/{id}`
+    UpdateWorkspace,
+    /// `DELETE /api/workspaces/{id}`
+    DeleteWorkspace,
+    /// `GET /api/workspaces/{id}/members`
+    ListMembers,
+    /// `POST /api/workspaces/{id}/members`
+    AddMember,
+    /// `GET /api/workspaces/{id}/members/me`
+    MyMembership,
+    /// `PATCH /api/workspaces/{id}/members/{user_id}`
+    UpdateMember,
+    /// `DELETE /api/workspaces/{id}/members/{user_id}`
+    RemoveMember,
 }
 
 /// One path template and the methods it answers.
@@ -29,45 +69,45 @@ pub struct RouteEntry {
     pub template: &'static str,
     /// The methods and their endpoints.
     pub methods: &'static [(&'static str, Endpoint)],
-    /// The `Allow` header value: the methods, comma-separated.
+    /// The `Allow` header value: the methods.
     pub allow: &'static [&'static str],
 }
 
-/// The whole table.
+macro_rules! route {
+    ($template:literal, $($method:literal => $endpoint:ident),+) => {
+        RouteEntry {
+            template: $template,
+            methods: &[$(($method, Endpoint::$endpoint)),+],
+            allow: &[$($method),+],
+        }
+    };
+}
+
+/// The whole table. A literal segment wins over a parameter because
+/// entries are tried in order (`members/me` before `members/{user_id}`).
 pub static ROUTES: &[RouteEntry] = &[
-    RouteEntry {
-        template: "/health",
-        methods: &[("GET", Endpoint::Health)],
-        allow: &["GET"],
-    },
-    RouteEntry {
-        template: "/ready",
-        methods: &[("GET", Endpoint::Ready)],
-        allow: &["GET"],
-    },
-    RouteEntry {
-        template: "/api/auth/register",
-        methods: &[("POST", Endpoint::Register)],
-        allow: &["POST"],
-    },
-    RouteEntry {
-        template: "/api/auth/login",
-        methods: &[("POST", Endpoint::Login)],
-        allow: &["POST"],
-    },
-    RouteEntry {
-        template: "/api/auth/me",
-        methods: &[("GET", Endpoint::Me)],
-        allow: &["GET"],
-    },
-    RouteEntry {
-        template: "/api/workspaces",
-        methods: &[
-            ("GET", Endpoint::ListWorkspaces),
-            ("POST", Endpoint::CreateWorkspace),
-        ],
-        allow: &["GET", "POST"],
-    },
+    route!("/health", "GET" => Health),
+    route!("/ready", "GET" => Ready),
+    route!("/metrics", "GET" => Metrics),
+    route!("/openapi.json", "GET" => OpenApi),
+    route!("/docs", "GET" => SwaggerUi),
+    route!("/redoc", "GET" => Redoc),
+    route!("/docs/assets/{file}", "GET" => DocsAsset),
+    route!("/api/auth/register", "POST" => Register),
+    route!("/api/auth/login", "POST" => Login),
+    route!("/api/auth/me", "GET" => Me),
+    route!("/api/auth/refresh", "POST" => Refresh),
+    route!("/api/auth/logout", "POST" => Logout),
+    route!("/api/auth/introspect", "POST" => Introspect),
+    route!("/api/auth/sessions", "GET" => ListSessions),
+    route!("/api/auth/sessions/{sid}", "DELETE" => EndSession),
+    route!("/.well-known/jwks.json", "GET" => Jwks),
+    route!("/.well-known/openid-configuration", "GET" => OpenIdConfiguration),
+    route!("/api/workspaces", "GET" => ListWorkspaces, "POST" => CreateWorkspace),
+    route!("/api/workspaces/{id}", "GET" => GetWorkspace, "PATCH" => UpdateWorkspace, "DELETE" => DeleteWorkspace),
+    route!("/api/workspaces/{id}/members", "GET" => ListMembers, "POST" => AddMember),
+    route!("/api/workspaces/{id}/members/me", "GET" => MyMembership),
+    route!("/api/workspaces/{id}/members/{user_id}", "PATCH" => UpdateMember, "DELETE" => RemoveMember),
 ];
 
 /// A matched route: the endpoint, its template, and the parameter segments.
@@ -89,22 +129,29 @@ pub fn resolve<'p>(method: &str, path: &'p str) -> Result<Matched<'p>, (ApiError
         Some(stripped) if !stripped.is_empty() => stripped,
         _ => path,
     };
+    // HEAD is answered as GET would be, without the body (hyper drops it).
+    let method = if method == "HEAD" { "GET" } else { method };
+    let mut not_allowed = None;
     for entry in ROUTES {
         let Some(params) = match_template(entry.template, path) else {
             continue;
         };
-        // HEAD is answered as GET would be, without the body (hyper drops it).
-        let method = if method == "HEAD" { "GET" } else { method };
-        return match entry.methods.iter().find(|(m, _)| *m == method) {
-            Some((_, endpoint)) => Ok(Matched {
-                endpoint: *endpoint,
-                template: entry.template,
-                params,
-            }),
-            None => Err((ApiError::MethodNotAllowed(entry.allow), entry.template)),
-        };
+        match entry.methods.iter().find(|(m, _)| *m == method) {
+            Some((_, endpoint)) => {
+                return Ok(Matched {
+                    endpoint: *endpoint,
+                    template: entry.template,
+                    params,
+                })
+            }
+            // A later, more general template may still take this method.
+            None => {
+                not_allowed
+                    .get_or_insert((ApiError::MethodNotAllowed(entry.allow), entry.template));
+            }
+        }
     }
-    Err((ApiError::NotFound, "unmatched"))
+    Err(not_allowed.unwrap_or((ApiError::NotFound, "unmatched")))
 }
 
 fn match_template<'p>(template: &str, path: &'p str) -> Option<Vec<&'p str>> {
@@ -151,6 +198,27 @@ mod tests {
             Err((ApiError::NotFound, _))
         ));
         assert!(matches!(resolve("GET", "//"), Err((ApiError::NotFound, _))));
+    }
+
+    #[test]
+    fn literal_segments_win_over_parameters() {
+        let m = resolve("GET", "/api/workspaces/abc/members/me").expect("route");
+        assert_eq!(m.endpoint, Endpoint::MyMembership);
+        let m = resolve("PATCH", "/api/workspaces/abc/members/42").expect("route");
+        assert_eq!(
+            (m.endpoint, m.params),
+            (Endpoint::UpdateMember, vec!["abc", "42"])
+        );
+        // `me` only answers GET; DELETE falls through to the {user_id} route.
+        let m = resolve("DELETE", "/api/workspaces/abc/members/me").expect("route");
+        assert_eq!(
+            (m.endpoint, m.params),
+            (Endpoint::RemoveMember, vec!["abc", "me"])
+        );
+        match resolve("PUT", "/api/workspaces/abc/members/me") {
+            Err((ApiError::MethodNotAllowed(allow), _)) => assert_eq!(allow, &["GET"]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
