@@ -35,6 +35,9 @@ use request::{Request, MAX_BODY};
 use response::Reply;
 use router::Endpoint;
 
+/// Time a client has to send the whole body once the headers are in.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Largest request head (request line + headers); larger gets 431.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -234,7 +237,12 @@ async fn read(
         return Err(ApiError::PayloadTooLarge);
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
+    // A client that stops sending mid-body must not hold a connection and
+    // a task forever.
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+        .await
+        .map_err(|_| ApiError::BadRequest("Request body was not received in time".into()))?;
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::PayloadTooLarge)

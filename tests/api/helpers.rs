@@ -1,9 +1,9 @@
-//! (Shared by every test module; each uses a different subset.)
-#![allow(dead_code)]
-
 //! The test harness: one PostgreSQL per test process (a throwaway local
 //! cluster unless `DATABASE_URL` names one), a fresh database per test, and
 //! the real server on 127.0.0.1:0 driven by a real HTTP client.
+//!
+//! Shared by every test module; each uses a different subset.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -300,4 +300,110 @@ pub async fn assert_error(response: Response, status: u16, code: &str) -> Value 
         "{body}"
     );
     body
+}
+
+/// The `field` of every entry in a 422 body's `errors`, in order.
+pub fn error_fields(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A JWT's header and claims, decoded without any verification.
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let mut decode = |what: &str| -> Value {
+        let part = parts.next().unwrap_or_else(|| panic!("JWT has no {what}"));
+        let bytes = URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap_or_else(|e| panic!("JWT {what} is not base64url: {e}"));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("JWT {what} is not JSON: {e}"))
+    };
+    let header = decode("header");
+    let claims = decode("claims");
+    (header, claims)
+}
+
+/// A response read off a raw socket: status and the whole text.
+pub struct RawResponse {
+    /// The status code, 0 when the server answered nothing parseable.
+    pub status: u16,
+    /// Head and body as text (lossy).
+    pub text: String,
+}
+
+impl RawResponse {
+    /// A header's value (case-insensitive name), from the head.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let head = self.text.split("\r\n\r\n").next().unwrap_or_default();
+        head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+}
+
+impl TestApp {
+    /// Writes `chunks` on a fresh TCP connection (stopping at the first write
+    /// error: the server may answer and close early), then reads one
+    /// response: until its Content-Length is in, the server closes, or 5 s
+    /// pass. For what a well-behaved client cannot send.
+    pub async fn raw(&self, chunks: &[&[u8]]) -> RawResponse {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect");
+        for chunk in chunks {
+            if stream.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+        let mut buf = Vec::new();
+        let read = async {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if raw_response_complete(&buf) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        RawResponse { status, text }
+    }
+}
+
+/// Whether `buf` holds a whole response with a `Content-Length` body.
+fn raw_response_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let length = head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    length.is_some_and(|length| buf.len() >= end + 4 + length)
 }
