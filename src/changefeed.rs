@@ -13,7 +13,9 @@ use std::time::Duration;
 use deadpool_postgres::GenericClient;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use crate::db::DbConfig;
 use uuid::Uuid;
 
 use crate::actors::membership::MembershipChange;
@@ -95,7 +97,7 @@ fn reload_keys(app: &AppState) {
 /// Runs the listener until the task is aborted: connect, LISTEN, reload,
 /// apply notifications, heartbeat; on any failure mark the feed down and
 /// reconnect.
-pub async fn run(app: Arc<AppState>, pg: tokio_postgres::Config) {
+pub async fn run(app: Arc<AppState>, pg: DbConfig) {
     loop {
         if let Err(e) = listen_once(&app, &pg).await {
             tracing::warn!(error = %e, "change feed lost; reconnecting");
@@ -106,8 +108,12 @@ pub async fn run(app: Arc<AppState>, pg: tokio_postgres::Config) {
     }
 }
 
-async fn listen_once(app: &AppState, pg: &tokio_postgres::Config) -> Result<(), String> {
-    let (client, mut connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+async fn listen_once(app: &AppState, pg: &DbConfig) -> Result<(), String> {
+    let (client, mut connection) = pg
+        .pg
+        .connect(pg.tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

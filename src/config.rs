@@ -163,9 +163,7 @@ impl Config {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let database = match var("DATABASE_URL") {
             Some(url) => {
-                url.parse::<tokio_postgres::Config>().map_err(|_| {
-                    ConfigError("DATABASE_URL is not a valid PostgreSQL connection string".into())
-                })?;
+                crate::db::tls::parse(&url).map_err(ConfigError)?;
                 DatabaseSource::Url(url)
             }
             None => DatabaseSource::Local,

@@ -34,7 +34,7 @@ pub struct Application {
     addr: SocketAddr,
     state: Arc<AppState>,
     supervisor: ActorRef<()>,
-    feed: tokio_postgres::Config,
+    feed: db::DbConfig,
     // Kept alive for as long as the instance runs; stops the local server on drop.
     _local_pg: Option<LocalPostgres>,
 }

@@ -8,13 +8,14 @@ pub mod members;
 pub mod migrations;
 pub mod sessions;
 pub mod signing_keys;
+pub mod tls;
 pub mod users;
 pub mod workspaces;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+pub use tls::DbConfig;
 
 /// How long a request waits for a pooled connection, or for a new one to
 /// connect, before it is answered 503: the database being down must show
@@ -23,11 +24,11 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 /// A statement that runs longer than this is cancelled by the server.
 const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 
-/// Parses `url` into a connection config with the service's timeouts.
-pub fn connection_config(url: &str) -> Result<tokio_postgres::Config, String> {
-    let mut pg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|_| "DATABASE_URL is not a valid PostgreSQL connection string".to_owned())?;
+/// Parses `url` (with libpq's `sslmode`) into a connection config with the
+/// service's timeouts and its TLS connector.
+pub fn connection_config(url: &str) -> Result<DbConfig, String> {
+    let mut config = tls::parse(url)?;
+    let pg = &mut config.pg;
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(POOL_TIMEOUT);
     }
@@ -38,15 +39,16 @@ pub fn connection_config(url: &str) -> Result<tokio_postgres::Config, String> {
     if pg.get_application_name().is_none() {
         pg.application_name("auth-service");
     }
-    Ok(pg)
+    Ok(config)
 }
 
 /// Builds the pool. Connections are made lazily, so this succeeds with the
 /// database down; requests then get 503 until it is back.
 pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
+    let config = connection_config(url)?;
     let manager = Manager::from_config(
-        connection_config(url)?,
-        NoTls,
+        config.pg,
+        config.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -62,10 +64,8 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
 }
 
 /// One dedicated connection (migrations, LISTEN), driven on its own task.
-pub async fn connect(
-    pg: &tokio_postgres::Config,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = pg.connect(NoTls).await?;
+pub async fn connect(config: &DbConfig) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = config.pg.connect(config.tls.clone()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "database connection closed");

@@ -11,5 +11,6 @@ mod ops;
 mod rbac;
 mod robustness;
 mod seed;
+mod tls;
 mod tokens;
 mod workspaces;
