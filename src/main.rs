@@ -57,7 +57,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    // Held to the end of main: dropping it flushes the last log lines.
+    let _log_guard = telemetry::init(config.log_format);
     let outcome = match command {
         Command::Serve => match Application::build(config).await {
             Ok(app) => {
