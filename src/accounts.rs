@@ -4,6 +4,7 @@
 
 use uuid::Uuid;
 
+use crate::audit::{action, AuditEvent};
 use crate::changefeed::{self, Change};
 use crate::db;
 use crate::error::ApiError;
@@ -29,6 +30,12 @@ pub async fn end_sessions(
         app.revocations.revoke(*sid);
     }
     tracing::info!(user_id = %user, sessions = ended.len(), reason, "sessions ended");
+    if !ended.is_empty() {
+        app.audit.record(AuditEvent {
+            actor_id: None,
+            ..AuditEvent::account(action::SESSIONS_ENDED, user, None).target(reason)
+        });
+    }
     Ok(ended)
 }
 
@@ -51,5 +58,9 @@ pub async fn deactivate(app: &AppState, user: Uuid) -> Result<bool, ApiError> {
         app.revocations.revoke(*sid);
     }
     tracing::info!(user_id = %user, sessions = ended.len(), "user deactivated");
+    app.audit.record(AuditEvent {
+        actor_id: None,
+        ..AuditEvent::account(action::USER_DEACTIVATED, user, None)
+    });
     Ok(true)
 }

@@ -76,7 +76,7 @@ pub struct Config {
     /// Argon2 hashing threads (`HASH_WORKERS`, default: cores).
     pub hash_workers: usize,
     /// Queued hashes beyond the running ones (`HASH_QUEUE_BOUND`); `None`
-    /// sizes it from a measured hash so a queued request waits about 250 ms.
+    /// sizes it from a measured hash so a queued request waits about 200 ms.
     pub hash_queue_bound: Option<usize>,
     /// Argon2id cost.
     pub argon2: Argon2Params,
@@ -116,6 +116,18 @@ pub struct Config {
     pub docs_enabled: bool,
     /// Serve `/metrics` (`METRICS_ENABLED`).
     pub metrics_enabled: bool,
+    /// SMTP server for the outbox (`SMTP_URL`: `smtp://host:port`,
+    /// `smtps://...` or `smtp://...?tls=required`, optionally `user:pass@`);
+    /// a secret, since it may carry a password. `None`: mails go to the log
+    /// (recipient and subject only).
+    pub smtp_url: Option<Secret>,
+    /// Sender of every mail (`MAIL_FROM`).
+    pub mail_from: String,
+    /// Verification and reset requests per client address per minute
+    /// (`MAIL_REQUEST_RATE_PER_IP_PER_MINUTE`).
+    pub mail_request_rate_per_ip: u32,
+    /// Delivery attempts before a mail is marked failed (`MAIL_MAX_ATTEMPTS`).
+    pub mail_max_attempts: u32,
 }
 
 /// A named service key for introspection.
@@ -316,6 +328,19 @@ impl Config {
                 1,
                 3600,
             )?),
+            smtp_url: match var("SMTP_URL") {
+                None => None,
+                Some(url) => Some(smtp_url(url)?),
+            },
+            mail_from: mail_from(var("MAIL_FROM"))?,
+            mail_request_rate_per_ip: number(
+                &var,
+                "MAIL_REQUEST_RATE_PER_IP_PER_MINUTE",
+                60,
+                1,
+                10_000_000,
+            )?,
+            mail_max_attempts: number(&var, "MAIL_MAX_ATTEMPTS", 10, 1, 100)?,
             docs_enabled: boolean(&var, "DOCS_ENABLED", true)?,
             metrics_enabled: boolean(&var, "METRICS_ENABLED", true)?,
             log_format: match var("LOG_FORMAT").as_deref() {
@@ -328,6 +353,30 @@ impl Config {
                 }
             },
         })
+    }
+}
+
+/// An SMTP URL lettre can use. The error never repeats the URL: it may
+/// carry a password.
+fn smtp_url(url: String) -> Result<Secret, ConfigError> {
+    let scheme_ok = url.starts_with("smtp://") || url.starts_with("smtps://");
+    if !scheme_ok || lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&url).is_err() {
+        return Err(ConfigError(
+            "SMTP_URL must be smtp://host:port, smtps://host:port or smtp://host:port?tls=required"
+                .into(),
+        ));
+    }
+    Ok(Secret::new(url))
+}
+
+/// `MAIL_FROM`: an address, optionally with a name (`Auth <auth@example.com>`).
+fn mail_from(raw: Option<String>) -> Result<String, ConfigError> {
+    let from = raw.unwrap_or_else(|| "auth-service@localhost".into());
+    match from.trim().parse::<lettre::message::Mailbox>() {
+        Ok(_) => Ok(from.trim().to_owned()),
+        Err(_) => Err(ConfigError(format!(
+            "MAIL_FROM must be an e-mail address, optionally with a name (got {from:?})"
+        ))),
     }
 }
 
@@ -485,10 +534,22 @@ mod tests {
             ("HASH_WORKERS", "-1"),
             ("JWT_ALGORITHM", "none"),
             ("DATABASE_URL", "not a url at all ="),
+            ("SMTP_URL", "http://mail.example.com"),
+            ("MAIL_FROM", "not an address"),
         ] {
             let err = config(&[(name, value)]).expect_err(name);
             assert!(err.0.contains(name), "{name}: {err}");
             assert!(!err.0.contains('\n'));
         }
+    }
+
+    #[test]
+    fn smtp_settings_parse_and_keep_the_password_out_of_errors() {
+        let c = config(&[("SMTP_URL", "smtps://user:pw@mail.example.com:465")]).expect("valid");
+        assert!(c.smtp_url.is_some());
+        assert_eq!(c.mail_from, "auth-service@localhost");
+        assert!(config(&[("SMTP_URL", "smtp://127.0.0.1:2525?tls=required")]).is_ok());
+        let err = config(&[("SMTP_URL", "ftp://user:hunter2@mail.example.com")]).unwrap_err();
+        assert!(!err.0.contains("hunter2"), "{err}");
     }
 }

@@ -15,6 +15,7 @@
 //! - [`db`]: the pool, the migration runner, queries per table, and the
 //!   local PostgreSQL used when no `DATABASE_URL` is given.
 //! - [`accounts`]: account-wide changes: ending sessions, deactivation.
+//! - [`audit`]: the append-only log of security events.
 //! - [`state`]: what every handler shares.
 //! - [`changefeed`]: LISTEN/NOTIFY between instances, keeping caches honest.
 //! - [`ratelimit`]: per-address token buckets and the client address.
@@ -26,6 +27,7 @@
 
 pub mod accounts;
 pub mod actors;
+pub mod audit;
 pub mod changefeed;
 pub mod config;
 pub mod db;

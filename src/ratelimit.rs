@@ -23,6 +23,10 @@ pub enum Limit {
     Refresh,
     /// Introspection calls with a wrong service key.
     BadServiceKey,
+    /// Verification e-mail requests.
+    VerifyEmailRequest,
+    /// Password reset requests.
+    PasswordResetRequest,
 }
 
 /// Buckets idle this long are forgotten (they would be full again anyway).
@@ -41,11 +45,19 @@ pub struct RateLimiter {
     register: u32,
     refresh: u32,
     bad_key: u32,
+    mail_request: u32,
 }
 
 impl RateLimiter {
-    /// Limits per minute and per address.
-    pub fn new(login: u32, register: u32, refresh: u32, bad_key: u32) -> RateLimiter {
+    /// Limits per minute and per address (`mail_request` for each of the
+    /// verification and reset requests).
+    pub fn new(
+        login: u32,
+        register: u32,
+        refresh: u32,
+        bad_key: u32,
+        mail_request: u32,
+    ) -> RateLimiter {
         RateLimiter {
             buckets: Cache::builder()
                 .max_capacity(MAX_TRACKED)
@@ -55,6 +67,7 @@ impl RateLimiter {
             register,
             refresh,
             bad_key,
+            mail_request,
         }
     }
 
@@ -64,6 +77,7 @@ impl RateLimiter {
             Limit::Register => self.register,
             Limit::Refresh => self.refresh,
             Limit::BadServiceKey => self.bad_key,
+            Limit::VerifyEmailRequest | Limit::PasswordResetRequest => self.mail_request,
         }
     }
 
@@ -122,7 +136,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_bucket_allows_its_burst_then_refuses_with_a_wait() {
-        let limiter = RateLimiter::new(3, 1, 1, 1);
+        let limiter = RateLimiter::new(3, 1, 1, 1, 1);
         let ip: IpAddr = "10.0.0.1".parse().expect("ip");
         for _ in 0..3 {
             assert!(limiter.check(Limit::Login, ip).await.is_ok());

@@ -10,10 +10,12 @@ use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 
 use crate::actors::hasher::{HasherArgs, HasherStats};
+use crate::actors::mailer::Mailer;
 use crate::actors::membership::Memberships;
 use crate::actors::supervisor::{Supervisor, SupervisorArgs};
 use crate::actors::tokens::{KeyHandle, TokenArgs, TokenConfig, TokenKeys};
 use crate::actors::{ActorSlot, Hasher};
+use crate::audit::Audit;
 use crate::config::{Config, DatabaseSource};
 use crate::db;
 use crate::db::local_pg::{default_dev_data_dir, LocalPgOptions, LocalPostgres};
@@ -223,11 +225,16 @@ impl Application {
         let addr = listener
             .local_addr()
             .map_err(|e| StartupError(e.to_string()))?;
+        let mailer = Mailer::start(db.clone(), &config)
+            .await
+            .map_err(fail("mailer"))?;
+        let audit = Audit::start(db.clone()).await.map_err(fail("audit"))?;
         let limiter = RateLimiter::new(
             config.login_rate_per_ip,
             config.register_rate_per_ip,
             config.refresh_rate_per_ip,
             BAD_SERVICE_KEYS_PER_MINUTE,
+            config.mail_request_rate_per_ip,
         );
         let state = Arc::new(AppState {
             config,
@@ -241,6 +248,8 @@ impl Application {
             memberships,
             revocations,
             limiter,
+            mailer,
+            audit,
         });
         Ok(Application {
             listener,
@@ -268,6 +277,8 @@ impl Application {
         let feed = tokio::spawn(crate::changefeed::run(self.state.clone(), self.feed));
         crate::http::serve(self.listener, self.state.clone(), shutdown).await;
         feed.abort();
+        // Events recorded by the last requests are written before the pool goes.
+        let _ = self.state.audit.flush().await;
         self.supervisor.stop(None);
         self.state.db.close();
     }

@@ -9,9 +9,11 @@ use moka::future::Cache;
 use uuid::Uuid;
 
 use crate::actors::hasher::HasherStats;
+use crate::actors::mailer::Mailer;
 use crate::actors::membership::Memberships;
 use crate::actors::tokens::{AccessClaims, KeyHandle, TokenError, TokenMsg};
 use crate::actors::{ActorSlot, Hasher};
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::db;
 use crate::db::users::UserRow;
@@ -48,6 +50,10 @@ pub struct AppState {
     pub revocations: Revocations,
     /// Per-address request limits.
     pub limiter: RateLimiter,
+    /// The mail outbox.
+    pub mailer: Mailer,
+    /// The audit log.
+    pub audit: Audit,
 }
 
 /// An authenticated caller.

@@ -6,6 +6,7 @@
 //! so a dead or restarting actor makes a request fail with 503, never hang.
 
 pub mod hasher;
+pub mod mailer;
 pub mod membership;
 pub mod supervisor;
 pub mod tokens;

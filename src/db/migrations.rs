@@ -39,6 +39,8 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_sessions"),
     migration!(4, "0004_signing_keys"),
     migration!(5, "0005_login_throttle"),
+    migration!(6, "0006_account_lifecycle"),
+    migration!(7, "0007_audit"),
 ];
 
 /// Advisory lock key: any constant that no other tool on the database uses.

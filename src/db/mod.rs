@@ -2,10 +2,13 @@
 //! per table. Every query is parameterised and goes through
 //! `prepare_cached`, so each connection parses each statement once.
 
+pub mod audit;
 pub mod local_pg;
 pub mod login_throttle;
 pub mod members;
 pub mod migrations;
+pub mod one_time_tokens;
+pub mod outbox;
 pub mod sessions;
 pub mod signing_keys;
 pub mod tls;

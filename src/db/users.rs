@@ -93,3 +93,28 @@ pub async fn set_active(db: &impl GenericClient, id: Uuid, active: bool) -> Resu
         .await?;
     Ok(db.execute(&stmt, &[&id, &active]).await? == 1)
 }
+
+/// Replaces the password hash (change or reset); false when there is no
+/// such user.
+pub async fn set_password(
+    db: &impl GenericClient,
+    id: Uuid,
+    password_hash: &str,
+) -> Result<bool, ApiError> {
+    let stmt = db
+        .prepare_cached("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+        .await?;
+    Ok(db.execute(&stmt, &[&id, &password_hash]).await? == 1)
+}
+
+/// Marks the e-mail of an active user verified and returns the user;
+/// `None` when there is no such active user.
+pub async fn set_verified(db: &impl GenericClient, id: Uuid) -> Result<Option<UserRow>, ApiError> {
+    let sql = format!(
+        "UPDATE users SET is_verified = true, updated_at = now()
+         WHERE id = $1 AND is_active RETURNING {COLUMNS}"
+    );
+    let stmt = db.prepare_cached(&sql).await?;
+    let row = db.query_opt(&stmt, &[&id]).await?;
+    Ok(row.map(UserRow::try_from).transpose()?)
+}

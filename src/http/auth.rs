@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::request::{missing, Request};
 use super::response::{timestamp, Reply};
+use crate::audit::{action, AuditEvent, FAILURE};
 use crate::db;
 use crate::db::users::UserRow;
 use crate::domain::{Email, Password, Secret};
@@ -90,6 +91,11 @@ pub async fn register(app: &AppState, req: &Request) -> Result<Reply, ApiError> 
     let client = app.db.get().await?;
     let user = db::users::insert(&client, Uuid::now_v7(), email.as_str(), &hash).await?;
     tracing::info!(user_id = %user.id, "user registered");
+    app.audit.record(AuditEvent::account(
+        action::USER_REGISTERED,
+        user.id,
+        Some(req.peer),
+    ));
     let reply = Reply::json(StatusCode::CREATED, &UserOut::from(&user));
     app.users.insert(user.id, Arc::new(user)).await;
     Ok(reply)
@@ -121,6 +127,10 @@ pub async fn login(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
     let throttle = db::login_throttle::status(&client, &email).await?;
     if let Some(wait) = throttle.filter(|wait| !wait.is_zero()) {
         tracing::info!("login refused: e-mail is locked");
+        // Only an existing account's feed shows it; no other e-mail is kept.
+        let account = db::users::by_email(&client, &email).await?.map(|u| u.id);
+        app.audit
+            .record(failed_login(action::LOGIN_LOCKED, account, req));
         return Err(ApiError::RateLimited(wait));
     }
     let user = db::users::by_email(&client, &email).await?;
@@ -145,6 +155,9 @@ pub async fn login(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
                 true => tracing::warn!("login failed; e-mail locked after repeated failures"),
                 false => tracing::info!("login failed"),
             }
+            let account = user.as_ref().map(|u| u.id);
+            app.audit
+                .record(failed_login(action::LOGIN_FAILED, account, req));
             return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
         }
     };
@@ -157,7 +170,26 @@ pub async fn login(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
     }
     let tokens = start_session(app, req, &user).await?;
     tracing::info!(user_id = %user.id, "login");
+    app.audit.record(AuditEvent::account(
+        action::LOGIN_SUCCEEDED,
+        user.id,
+        Some(req.peer),
+    ));
     Ok(Reply::json(StatusCode::OK, &tokens))
+}
+
+/// A refused login: in the account's feed when the e-mail names one, with
+/// no actor (nobody proved who they are) and never the e-mail itself.
+fn failed_login(action: &'static str, account: Option<Uuid>, req: &Request) -> AuditEvent {
+    AuditEvent {
+        action,
+        actor_id: None,
+        workspace_id: None,
+        user_id: account,
+        target: None,
+        ip: Some(req.peer),
+        outcome: FAILURE,
+    }
 }
 
 /// Rehashes with today's parameters after a successful login, off the

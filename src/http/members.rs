@@ -11,10 +11,12 @@ use http::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::audit::{authorize_or_record, denied};
 use super::request::{missing, Request};
 use super::response::{timestamp, Reply};
 use super::workspaces::{authorize, workspace_id};
 use crate::actors::membership::MembershipChange;
+use crate::audit::{action, AuditEvent};
 use crate::changefeed::{self, Change};
 use crate::db;
 use crate::db::members::{MemberRow, NewMember};
@@ -131,7 +133,8 @@ pub async fn add(app: &AppState, req: &Request, params: &[&str]) -> Result<Reply
     let workspace = workspace_id(params)?;
     let me = principal.user.id;
     // Nobody below admin may add anyone: refuse before reading the body.
-    let cached = authorize(app, workspace, me, Role::Admin).await?;
+    let act = action::MEMBER_ADDED;
+    let cached = authorize_or_record(app, req, (workspace, me, Role::Admin), act, None).await?;
     let body = req.json()?;
     let mut email = None;
     let wanted = AddMember::parse(
@@ -141,7 +144,7 @@ pub async fn add(app: &AppState, req: &Request, params: &[&str]) -> Result<Reply
         &mut email,
     )?;
     if !cached.can_manage(wanted.role) {
-        return Err(ApiError::Forbidden);
+        return Err(denied(app, req, workspace, me, act, None));
     }
     let mut client = app.db.get().await?;
     let tx = client.transaction().await?;
@@ -149,7 +152,7 @@ pub async fn add(app: &AppState, req: &Request, params: &[&str]) -> Result<Reply
         .await?
         .ok_or(ApiError::NotFound)?;
     if !actor.can_manage(wanted.role) {
-        return Err(ApiError::Forbidden);
+        return Err(denied(app, req, workspace, me, act, None));
     }
     let member = db::members::add(&tx, workspace, wanted.who, wanted.role)
         .await?
@@ -161,6 +164,10 @@ pub async fn add(app: &AppState, req: &Request, params: &[&str]) -> Result<Reply
         .on_change(MembershipChange::Member { workspace, user })
         .await;
     tracing::info!(workspace_id = %workspace, user_id = %me, member_id = %user, role = %member.role, "member added");
+    app.audit.record(
+        AuditEvent::workspace(act, workspace, me, req.peer)
+            .target(format!("{user} role: none->{}", member.role)),
+    );
     Ok(Reply::json(StatusCode::CREATED, &MemberOut::from(&member)))
 }
 
@@ -170,7 +177,8 @@ pub async fn update(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
     let workspace = workspace_id(params)?;
     let me = principal.user.id;
     let target = member_id(params, me)?;
-    authorize(app, workspace, me, Role::Admin).await?;
+    let act = action::MEMBER_ROLE_CHANGED;
+    authorize_or_record(app, req, (workspace, me, Role::Admin), act, Some(target)).await?;
     let body = req.json()?;
     let new = match body.string("role")?.map(Role::parse) {
         None => return Err(ApiError::Validation(vec![missing("role")])),
@@ -183,12 +191,13 @@ pub async fn update(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
         .await?
         .ok_or(ApiError::NotFound)?;
     if !actor.at_least(Role::Admin) {
-        return Err(ApiError::Forbidden);
+        return Err(denied(app, req, workspace, me, act, Some(target)));
     }
     let current = db::members::role_of(&tx, workspace, target)
         .await?
         .ok_or(ApiError::NotFound)?;
-    may_change(actor, current, new)?;
+    may_change(actor, current, new)
+        .map_err(|_| denied(app, req, workspace, me, act, Some(target)))?;
     if current == Role::Owner
         && new != Role::Owner
         && db::members::owner_count(&tx, workspace).await? <= 1
@@ -214,6 +223,10 @@ pub async fn update(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
         })
         .await;
     tracing::info!(workspace_id = %workspace, user_id = %me, member_id = %target, from = %current, to = %new, "member role changed");
+    app.audit.record(
+        AuditEvent::workspace(act, workspace, me, req.peer)
+            .target(format!("{target} role: {current}->{new}")),
+    );
     Ok(Reply::json(StatusCode::OK, &MemberOut::from(&member)))
 }
 
@@ -225,13 +238,11 @@ pub async fn remove(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
     let me = principal.user.id;
     let target = member_id(params, me)?;
     let leaving = target == me;
-    authorize(
-        app,
-        workspace,
-        me,
-        if leaving { Role::Viewer } else { Role::Admin },
-    )
-    .await?;
+    let (act, min) = match leaving {
+        true => (action::MEMBER_LEFT, Role::Viewer),
+        false => (action::MEMBER_REMOVED, Role::Admin),
+    };
+    authorize_or_record(app, req, (workspace, me, min), act, Some(target)).await?;
     let mut client = app.db.get().await?;
     let tx = client.transaction().await?;
     let actor = db::members::lock_for_member(&tx, workspace, me)
@@ -241,14 +252,14 @@ pub async fn remove(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
         actor
     } else {
         if !actor.at_least(Role::Admin) {
-            return Err(ApiError::Forbidden);
+            return Err(denied(app, req, workspace, me, act, Some(target)));
         }
         db::members::role_of(&tx, workspace, target)
             .await?
             .ok_or(ApiError::NotFound)?
     };
     if !leaving && !actor.can_manage(current) {
-        return Err(ApiError::Forbidden);
+        return Err(denied(app, req, workspace, me, act, Some(target)));
     }
     if current == Role::Owner && db::members::owner_count(&tx, workspace).await? <= 1 {
         return Err(ApiError::Conflict(LAST_OWNER));
@@ -272,6 +283,10 @@ pub async fn remove(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
         })
         .await;
     tracing::info!(workspace_id = %workspace, user_id = %me, member_id = %target, leaving, "member removed");
+    app.audit.record(
+        AuditEvent::workspace(act, workspace, me, req.peer)
+            .target(format!("{target} role: {current}->none")),
+    );
     Ok(Reply::empty(StatusCode::NO_CONTENT))
 }
 

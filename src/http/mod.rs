@@ -2,6 +2,8 @@
 //! and the dispatch from a route to its handler. Handlers get a parsed
 //! [`request::Request`] and return a [`response::Reply`] or an error.
 
+pub mod account;
+pub mod audit;
 pub mod auth;
 pub mod cors;
 pub mod docs;
@@ -201,6 +203,13 @@ async fn dispatch(
         Endpoint::Register => auth::register(app, &req).await,
         Endpoint::Login => auth::login(app, &req).await,
         Endpoint::Me => auth::me(app, &req).await,
+        Endpoint::VerifyEmailRequest => account::verify_email_request(app, &req).await,
+        Endpoint::VerifyEmailConfirm => account::verify_email_confirm(app, &req).await,
+        Endpoint::PasswordResetRequest => account::password_reset_request(app, &req).await,
+        Endpoint::PasswordResetConfirm => account::password_reset_confirm(app, &req).await,
+        Endpoint::PasswordChange => account::password_change(app, &req).await,
+        Endpoint::MyAudit => audit::mine(app, &req).await,
+        Endpoint::WorkspaceAudit => audit::workspace(app, &req, params).await,
         Endpoint::Refresh => tokens::refresh(app, &req).await,
         Endpoint::Logout => tokens::logout(app, &req).await,
         Endpoint::Introspect => tokens::introspect(app, &req).await,

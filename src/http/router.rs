@@ -17,6 +17,20 @@ pub enum Endpoint {
     Login,
     /// `GET /api/auth/me`
     Me,
+    /// `POST /api/auth/verify-email/request`
+    VerifyEmailRequest,
+    /// `POST /api/auth/verify-email/confirm`
+    VerifyEmailConfirm,
+    /// `POST /api/auth/password-reset/request`
+    PasswordResetRequest,
+    /// `POST /api/auth/password-reset/confirm`
+    PasswordResetConfirm,
+    /// `POST /api/auth/password/change`
+    PasswordChange,
+    /// `GET /api/auth/audit`
+    MyAudit,
+    /// `GET /api/workspaces/{id}/audit`
+    WorkspaceAudit,
     /// `POST /api/auth/refresh`
     Refresh,
     /// `POST /api/auth/logout`
@@ -96,6 +110,12 @@ pub static ROUTES: &[RouteEntry] = &[
     route!("/api/auth/register", "POST" => Register),
     route!("/api/auth/login", "POST" => Login),
     route!("/api/auth/me", "GET" => Me),
+    route!("/api/auth/verify-email/request", "POST" => VerifyEmailRequest),
+    route!("/api/auth/verify-email/confirm", "POST" => VerifyEmailConfirm),
+    route!("/api/auth/password-reset/request", "POST" => PasswordResetRequest),
+    route!("/api/auth/password-reset/confirm", "POST" => PasswordResetConfirm),
+    route!("/api/auth/password/change", "POST" => PasswordChange),
+    route!("/api/auth/audit", "GET" => MyAudit),
     route!("/api/auth/refresh", "POST" => Refresh),
     route!("/api/auth/logout", "POST" => Logout),
     route!("/api/auth/introspect", "POST" => Introspect),
@@ -105,6 +125,7 @@ pub static ROUTES: &[RouteEntry] = &[
     route!("/.well-known/openid-configuration", "GET" => OpenIdConfiguration),
     route!("/api/workspaces", "GET" => ListWorkspaces, "POST" => CreateWorkspace),
     route!("/api/workspaces/{id}", "GET" => GetWorkspace, "PATCH" => UpdateWorkspace, "DELETE" => DeleteWorkspace),
+    route!("/api/workspaces/{id}/audit", "GET" => WorkspaceAudit),
     route!("/api/workspaces/{id}/members", "GET" => ListMembers, "POST" => AddMember),
     route!("/api/workspaces/{id}/members/me", "GET" => MyMembership),
     route!("/api/workspaces/{id}/members/{user_id}", "PATCH" => UpdateMember, "DELETE" => RemoveMember),

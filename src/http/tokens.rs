@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::auth::{issue_tokens, new_refresh_token};
 use super::request::{missing, Request};
 use super::response::{timestamp, Reply};
+use crate::audit::{action, AuditEvent, FAILURE};
 use crate::changefeed::{self, Change};
 use crate::db;
 use crate::error::ApiError;
@@ -64,6 +65,15 @@ pub async fn refresh(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
         tx.commit().await?;
         app.revocations.revoke(target.session_id);
         tracing::warn!(sid = %target.session_id, user_id = %target.user_id, "refresh token reuse detected; session revoked");
+        app.audit.record(AuditEvent {
+            action: action::REFRESH_REUSED,
+            actor_id: None,
+            workspace_id: None,
+            user_id: Some(target.user_id),
+            target: Some(target.session_id.to_string()),
+            ip: Some(req.peer),
+            outcome: FAILURE,
+        });
         return Err(ApiError::Unauthorized(BAD_REFRESH));
     }
     if !target.session_live {
@@ -84,6 +94,10 @@ pub async fn refresh(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
 pub async fn logout(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
     let principal = app.authenticate(req.bearer()?).await?;
     end(app, principal.claims.sid, principal.user.id, "logout").await?;
+    app.audit.record(
+        AuditEvent::account(action::LOGOUT, principal.user.id, Some(req.peer))
+            .target(principal.claims.sid.to_string()),
+    );
     Ok(Reply::empty(StatusCode::NO_CONTENT))
 }
 
@@ -146,6 +160,10 @@ pub async fn end_session(
     if !end(app, sid, principal.user.id, "ended_by_user").await? {
         return Err(ApiError::NotFound);
     }
+    app.audit.record(
+        AuditEvent::account(action::SESSION_ENDED, principal.user.id, Some(req.peer))
+            .target(sid.to_string()),
+    );
     Ok(Reply::empty(StatusCode::NO_CONTENT))
 }
 
@@ -164,6 +182,16 @@ pub async fn introspect(app: &AppState, req: &Request) -> Result<Reply, ApiError
         tracing::warn!(client = %req.peer, "introspection with an unknown service key");
         // Guessing keys gets slow: past a few failures a minute, 429.
         app.limiter.check(Limit::BadServiceKey, req.peer).await?;
+        // Recorded under the limit only, so a flood cannot flood the log.
+        app.audit.record(AuditEvent {
+            action: action::BAD_SERVICE_KEY,
+            actor_id: None,
+            workspace_id: None,
+            user_id: None,
+            target: None,
+            ip: Some(req.peer),
+            outcome: FAILURE,
+        });
         return Err(ApiError::Unauthorized("Invalid service key"));
     };
     let (token, workspace) = match req.header("content-type").map(str::to_ascii_lowercase) {

@@ -10,9 +10,11 @@ use http::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::audit::{authorize_or_record, denied};
 use super::request::{missing, Request};
 use super::response::{timestamp, Reply};
 use crate::actors::membership::MembershipChange;
+use crate::audit::{action, AuditEvent};
 use crate::changefeed::{self, Change};
 use crate::db;
 use crate::db::workspaces::WorkspaceRow;
@@ -75,6 +77,12 @@ pub async fn create(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
     )
     .await?;
     tracing::info!(workspace_id = %workspace.id, user_id = %principal.user.id, "workspace created");
+    app.audit.record(AuditEvent::workspace(
+        action::WORKSPACE_CREATED,
+        workspace.id,
+        principal.user.id,
+        req.peer,
+    ));
     Ok(Reply::json(
         StatusCode::CREATED,
         &WorkspaceOut::from(&workspace),
@@ -132,11 +140,11 @@ pub async fn list(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
 }
 
 /// An opaque cursor: the last row's creation time (µs) and id.
-fn encode_cursor(at: &DateTime<Utc>, id: Uuid) -> String {
+pub(super) fn encode_cursor(at: &DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}.{}", at.timestamp_micros(), id))
 }
 
-fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
+pub(super) fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
     let (micros, id) = text.split_once('.')?;
@@ -176,7 +184,8 @@ pub async fn update(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
     let principal = app.authenticate(req.bearer()?).await?;
     let workspace = workspace_id(params)?;
     let me = principal.user.id;
-    authorize(app, workspace, me, Role::Admin).await?;
+    let act = action::WORKSPACE_UPDATED;
+    authorize_or_record(app, req, (workspace, me, Role::Admin), act, None).await?;
     let body = req.json()?;
     let (name, plan) = (body.string("name")?, body.string("plan_tier")?);
     let mut errors = Vec::new();
@@ -192,7 +201,7 @@ pub async fn update(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
         .await?
         .ok_or(ApiError::NotFound)?;
     if !role.at_least(Role::Admin) {
-        return Err(ApiError::Forbidden);
+        return Err(denied(app, req, workspace, me, act, None));
     }
     let row = db::members::update_workspace(
         &tx,
@@ -208,6 +217,12 @@ pub async fn update(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
         .on_change(MembershipChange::Workspace { workspace })
         .await;
     tracing::info!(workspace_id = %workspace, user_id = %me, "workspace updated");
+    let changed: Vec<&str> = [("name", name.is_some()), ("plan_tier", plan.is_some())]
+        .into_iter()
+        .filter_map(|(field, given)| given.then_some(field))
+        .collect();
+    app.audit
+        .record(AuditEvent::workspace(act, workspace, me, req.peer).target(changed.join(",")));
     Ok(Reply::json(StatusCode::OK, &WorkspaceOut::from(&row)))
 }
 
@@ -216,14 +231,15 @@ pub async fn delete(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
     let principal = app.authenticate(req.bearer()?).await?;
     let workspace = workspace_id(params)?;
     let me = principal.user.id;
-    authorize(app, workspace, me, Role::Owner).await?;
+    let act = action::WORKSPACE_DELETED;
+    authorize_or_record(app, req, (workspace, me, Role::Owner), act, None).await?;
     let mut client = app.db.get().await?;
     let tx = client.transaction().await?;
     let role = db::members::lock_for_member(&tx, workspace, me)
         .await?
         .ok_or(ApiError::NotFound)?;
     if role != Role::Owner {
-        return Err(ApiError::Forbidden);
+        return Err(denied(app, req, workspace, me, act, None));
     }
     if !db::members::delete_workspace(&tx, workspace).await? {
         return Err(ApiError::NotFound);
@@ -234,6 +250,8 @@ pub async fn delete(app: &AppState, req: &Request, params: &[&str]) -> Result<Re
         .on_change(MembershipChange::Workspace { workspace })
         .await;
     tracing::info!(workspace_id = %workspace, user_id = %me, "workspace deleted");
+    app.audit
+        .record(AuditEvent::workspace(act, workspace, me, req.peer));
     Ok(Reply::empty(StatusCode::NO_CONTENT))
 }
 

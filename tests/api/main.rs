@@ -1,6 +1,8 @@
 //! Black-box HTTP tests: the real server, a real PostgreSQL, a real client.
 
+mod account;
 mod actors;
+mod audit;
 mod auth;
 mod cors;
 mod eddsa;
@@ -11,6 +13,7 @@ mod ops;
 mod rbac;
 mod robustness;
 mod seed;
+mod smtp;
 mod tls;
 mod tokens;
 mod workspaces;
