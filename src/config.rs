@@ -274,11 +274,11 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            login_rate_per_ip: number(&var, "LOGIN_RATE_PER_IP_PER_MINUTE", 300, 1, 10_000_000)?,
+            login_rate_per_ip: number(&var, "LOGIN_RATE_PER_IP_PER_MINUTE", 600, 1, 10_000_000)?,
             register_rate_per_ip: number(
                 &var,
                 "REGISTER_RATE_PER_IP_PER_MINUTE",
-                120,
+                600,
                 1,
                 10_000_000,
             )?,
