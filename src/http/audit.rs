@@ -2,23 +2,20 @@
 //! newest first, keyset-paged like `GET /api/workspaces`; and how handlers
 //! record a member refused for too low a role.
 
-use http::header::HeaderName;
 use http::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::paging::{with_next, Page};
 use super::request::Request;
 use super::response::{timestamp, Reply};
-use super::workspaces::{authorize, decode_cursor, encode_cursor, workspace_id};
+use super::workspaces::{authorize, workspace_id};
 use crate::audit::{action, AuditEvent, DENIED};
 use crate::db;
 use crate::db::audit::{AuditRow, Feed};
 use crate::domain::Role;
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::state::AppState;
-
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 
 /// The public view of an event.
 #[derive(Serialize)]
@@ -63,47 +60,6 @@ pub async fn workspace(app: &AppState, req: &Request, params: &[&str]) -> Result
     read(app, Feed::Workspace(workspace), page).await
 }
 
-/// A parsed `?limit=&cursor=`.
-struct Page {
-    limit: i64,
-    after: Option<(chrono::DateTime<chrono::Utc>, Uuid)>,
-}
-
-impl Page {
-    /// Both parameters, every bad one listed.
-    fn parse(req: &Request) -> Result<Page, ApiError> {
-        let query = req.query_params()?;
-        let mut errors = Vec::new();
-        let limit = match query.get("limit").map(|raw| raw.trim().parse::<i64>()) {
-            None => DEFAULT_LIMIT,
-            Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "limit",
-                    format!("must be a whole number from 1 to {MAX_LIMIT}"),
-                ));
-                DEFAULT_LIMIT
-            }
-        };
-        let after = match query.get("cursor").map(decode_cursor) {
-            None => None,
-            Some(Some(after)) => Some(after),
-            Some(None) => {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this service issued",
-                ));
-                None
-            }
-        };
-        if errors.is_empty() {
-            Ok(Page { limit, after })
-        } else {
-            Err(ApiError::Validation(errors))
-        }
-    }
-}
-
 /// One page of `feed`, after writing what is queued, so the caller's last
 /// action is in it.
 async fn read(app: &AppState, feed: Feed, page: Page) -> Result<Reply, ApiError> {
@@ -115,20 +71,10 @@ async fn read(app: &AppState, feed: Feed, page: Page) -> Result<Reply, ApiError>
         );
     }
     let client = app.db.get().await?;
-    // One extra row tells whether another page exists.
-    let mut rows = db::audit::page(&client, feed, page.limit + 1, page.after).await?;
-    let next = if rows.len() as i64 > page.limit {
-        rows.truncate(page.limit as usize);
-        rows.last().map(|last| encode_cursor(&last.at, last.id))
-    } else {
-        None
-    };
+    let mut rows = db::audit::page(&client, feed, page.fetch(), page.after).await?;
+    let next = page.finish(&mut rows, |e| (e.at, e.id));
     let out: Vec<EventOut<'_>> = rows.iter().map(EventOut::from).collect();
-    let mut reply = Reply::json(StatusCode::OK, &out);
-    if let Some(next) = next {
-        reply = reply.with_header(HeaderName::from_static("x-next-cursor"), &next);
-    }
-    Ok(reply)
+    Ok(with_next(Reply::json(StatusCode::OK, &out), next))
 }
 
 /// Records that `actor`, a member of `workspace`, was refused `action`

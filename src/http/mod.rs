@@ -9,6 +9,7 @@ pub mod cors;
 pub mod docs;
 pub mod members;
 pub mod ops;
+pub mod paging;
 pub mod request;
 pub mod response;
 pub mod router;

@@ -2,15 +2,12 @@
 //! rename or re-tier, delete; and the membership check every workspace
 //! endpoint starts with.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chrono::{DateTime, Utc};
-use http::header::HeaderName;
 use http::StatusCode;
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::audit::{authorize_or_record, denied};
+use super::paging::{with_next, Page};
 use super::request::{missing, Request};
 use super::response::{timestamp, Reply};
 use crate::actors::membership::MembershipChange;
@@ -21,9 +18,6 @@ use crate::db::workspaces::WorkspaceRow;
 use crate::domain::{PlanTier, Role, WorkspaceName};
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
-
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 
 /// The public view of a workspace.
 #[derive(Serialize)]
@@ -93,63 +87,14 @@ pub async fn create(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
 /// first; `X-Next-Cursor` when there are more.
 pub async fn list(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
     let principal = app.authenticate(req.bearer()?).await?;
-    let query = req.query_params()?;
-    let mut errors = Vec::new();
-    let limit = match query.get("limit").map(|raw| raw.trim().parse::<i64>()) {
-        None => DEFAULT_LIMIT,
-        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "limit",
-                format!("must be a whole number from 1 to {MAX_LIMIT}"),
-            ));
-            DEFAULT_LIMIT
-        }
-    };
-    let after = match query.get("cursor").map(decode_cursor) {
-        None => None,
-        Some(Some(after)) => Some(after),
-        Some(None) => {
-            errors.push(FieldError::new(
-                "cursor",
-                "is not a cursor this service issued",
-            ));
-            None
-        }
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let page = Page::parse(req)?;
     let client = app.db.get().await?;
-    // One extra row tells whether another page exists.
     let mut rows =
-        db::workspaces::list_for_member(&client, principal.user.id, limit + 1, after).await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|last| encode_cursor(&last.created_at, last.id))
-    } else {
-        None
-    };
+        db::workspaces::list_for_member(&client, principal.user.id, page.fetch(), page.after)
+            .await?;
+    let next = page.finish(&mut rows, |w| (w.created_at, w.id));
     let out: Vec<WorkspaceOut<'_>> = rows.iter().map(WorkspaceOut::from).collect();
-    let mut reply = Reply::json(StatusCode::OK, &out);
-    if let Some(next) = next {
-        reply = reply.with_header(HeaderName::from_static("x-next-cursor"), &next);
-    }
-    Ok(reply)
-}
-
-/// An opaque cursor: the last row's creation time (µs) and id.
-pub(super) fn encode_cursor(at: &DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}.{}", at.timestamp_micros(), id))
-}
-
-pub(super) fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let (micros, id) = text.split_once('.')?;
-    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-    Some((at, id.parse().ok()?))
+    Ok(with_next(Reply::json(StatusCode::OK, &out), next))
 }
 
 /// The caller's role in `workspace` with the fields a workspace has.
@@ -290,25 +235,4 @@ fn parse_plan(raw: &str, errors: &mut Vec<FieldError>) -> Option<PlanTier> {
     PlanTier::parse(raw)
         .map_err(|msg| errors.push(FieldError::new("plan_tier", msg)))
         .ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_roundtrip_and_garbage_is_refused() {
-        let at = DateTime::from_timestamp_micros(1_780_000_000_123_456).expect("time");
-        let id = Uuid::now_v7();
-        assert_eq!(decode_cursor(&encode_cursor(&at, id)), Some((at, id)));
-        for bad in [
-            "",
-            "abc",
-            "!!!",
-            &URL_SAFE_NO_PAD.encode("12.notauuid"),
-            &URL_SAFE_NO_PAD.encode("x.y"),
-        ] {
-            assert_eq!(decode_cursor(bad), None, "{bad}");
-        }
-    }
 }
