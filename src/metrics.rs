@@ -172,6 +172,16 @@ fn instance_families(app: &AppState) -> prometheus::Result<Vec<MetricFamily>> {
         "Password hashing jobs running now",
         hashing.running.load(Ordering::Relaxed),
     )?;
+    int_gauge(
+        "audit_events_pending",
+        "Audit events queued, not yet written",
+        app.audit.pending(),
+    )?;
+    int_gauge(
+        "audit_events_dropped_total",
+        "Audit events lost to a full queue or a refused row",
+        app.audit.dropped() as usize,
+    )?;
     int_gauge("db_pool_max_size", "Database pool capacity", pool.max_size)?;
     int_gauge("db_pool_size", "Database connections open", pool.size)?;
     int_gauge(

@@ -190,11 +190,13 @@ impl Actor for WorkspaceActor {
                 if trusted {
                     if let Some((stamp, role)) = state.cache.get(&user).await {
                         if stamp == generation {
+                            crate::metrics::cache_hit("memberships");
                             let _ = reply.send(Ok(role));
                             return Ok(());
                         }
                     }
                 }
+                crate::metrics::cache_miss("memberships");
                 // The database is slow next to a cache hit: load off the
                 // mailbox so hits for other users keep flowing.
                 let loader = Loader {

@@ -419,6 +419,38 @@ async fn metrics_count_requests_by_route_template_never_by_raw_path() {
 }
 
 #[tokio::test]
+async fn cache_hits_and_misses_are_counted_per_cache() {
+    let app = spawn_app().await;
+    let (_, token, _) = app.new_user().await;
+    let workspace: serde_json::Value = app
+        .create_workspace(&token, &serde_json::json!({ "name": "Metered" }))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let path = format!("/api/workspaces/{}", workspace["id"].as_str().expect("id"));
+    for _ in 0..3 {
+        assert_eq!(app.get_auth(&path, &token).await.status(), 200);
+    }
+    let text = metrics_text(&app).await;
+    // The counters are process-wide (tests share them), so only their presence and growth is checked.
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{series} in\n{text}"))
+    };
+    assert!(value(r#"cache_misses_total{cache="memberships"} "#) >= 1.0);
+    assert!(
+        value(r#"cache_hits_total{cache="memberships"} "#) >= 2.0,
+        "repeat checks hit the role cache"
+    );
+    assert!(value(r#"cache_hits_total{cache="users"} "#) >= 3.0);
+    assert!(value("audit_events_pending ") >= 0.0);
+    assert_eq!(value("audit_events_dropped_total "), 0.0);
+}
+
+#[tokio::test]
 async fn metrics_can_be_switched_off() {
     let app = spawn_app_with(|settings| {
         settings.insert("METRICS_ENABLED".into(), "false".into());
