@@ -98,6 +98,9 @@ pub struct Config {
     pub public_base_url: String,
     /// How long caches are trusted without the change feed.
     pub revocation_staleness: Duration,
+    /// A workspace's membership actor stops after this long without a
+    /// lookup (`MEMBERSHIP_IDLE_SECONDS`).
+    pub membership_idle: Duration,
     /// Login attempts per client address per minute.
     pub login_rate_per_ip: u32,
     /// Registrations per client address per minute.
@@ -266,6 +269,13 @@ impl Config {
             )?),
             session_idle: Duration::from_secs(idle_days * DAY),
             session_absolute: Duration::from_secs(absolute_days * DAY),
+            membership_idle: Duration::from_secs(number(
+                &var,
+                "MEMBERSHIP_IDLE_SECONDS",
+                300,
+                1,
+                86_400,
+            )?),
             cors_allowed_origins: var("CORS_ALLOWED_ORIGINS")
                 .map(|raw| {
                     raw.split(',')

@@ -161,7 +161,7 @@ impl Application {
         }
         let db = db::pool(&url, config.db_pool_size).map_err(fail("database"))?;
         let feed = db::connection_config(&url).map_err(fail("database"))?;
-        let memberships = Memberships::start(db.clone())
+        let memberships = Memberships::start(db.clone(), config.membership_idle)
             .await
             .map_err(fail("memberships"))?;
         let revocations = Revocations::new(config.revocation_staleness, config.jwt_expiration);

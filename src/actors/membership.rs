@@ -4,7 +4,7 @@
 //! One [`WorkspaceActor`] per active workspace owns that workspace's role
 //! cache; a [`MembershipSupervisor`] spawns them on demand, restarts one
 //! that fails (with an empty cache, so nothing stale survives a crash) and
-//! forgets one that stopped after [`IDLE_AFTER`] without a lookup. Request
+//! forgets one that stopped after `MEMBERSHIP_IDLE_SECONDS` without a lookup. Request
 //! handlers go through the cloneable [`Memberships`] handle, which finds a
 //! workspace's actor in a shared map (one hash lookup) and calls it with a
 //! timeout: a stuck or dead actor means 503, never a hang.
@@ -32,8 +32,6 @@ use crate::db;
 use crate::domain::Role;
 use crate::error::ApiError;
 
-/// A workspace actor with no lookup for this long stops itself.
-pub const IDLE_AFTER: Duration = Duration::from_secs(5 * 60);
 /// How often a workspace actor checks whether it has been idle long enough.
 const IDLE_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// Users cached per workspace; the least used go first beyond this.
@@ -108,6 +106,7 @@ pub struct WorkspaceArgs {
     workspace: Uuid,
     db: Pool,
     feed_up: Arc<AtomicBool>,
+    idle_after: Duration,
 }
 
 /// A workspace actor's state: its cache and what loading needs.
@@ -122,6 +121,8 @@ pub struct WorkspaceState {
     generation: Arc<AtomicU64>,
     /// The last lookup, for the idle stop.
     last_used: Instant,
+    /// Stop after this long without a lookup.
+    idle_after: Duration,
     /// The idle-check timer, stopped with the actor.
     ticker: Option<JoinHandle<()>>,
     /// Whether the change feed is up; while it is not, changes made on
@@ -151,6 +152,7 @@ impl Actor for WorkspaceActor {
                 .build(),
             generation: Arc::new(AtomicU64::new(0)),
             last_used: Instant::now(),
+            idle_after: args.idle_after,
             ticker: None,
             feed_up: args.feed_up,
         })
@@ -161,7 +163,10 @@ impl Actor for WorkspaceActor {
         myself: ActorRef<WorkspaceMsg>,
         state: &mut WorkspaceState,
     ) -> Result<(), ActorProcessingErr> {
-        state.ticker = Some(myself.send_interval(IDLE_CHECK_EVERY, || WorkspaceMsg::IdleCheck));
+        let every = IDLE_CHECK_EVERY
+            .min(state.idle_after / 2)
+            .max(Duration::from_millis(100));
+        state.ticker = Some(myself.send_interval(every, || WorkspaceMsg::IdleCheck));
         Ok(())
     }
 
@@ -223,7 +228,7 @@ impl Actor for WorkspaceActor {
                 let _ = reply.send(());
             }
             WorkspaceMsg::IdleCheck => {
-                if state.last_used.elapsed() >= IDLE_AFTER {
+                if state.last_used.elapsed() >= state.idle_after {
                     tracing::debug!(workspace_id = %state.workspace, "membership actor idle; stopping");
                     myself.stop(Some("idle".to_owned()));
                 }
@@ -298,6 +303,7 @@ pub enum SupervisorMsg {
 /// What the supervisor is started with.
 pub struct SupervisorArgs {
     db: Pool,
+    idle_after: Duration,
     directory: Directory,
     restarts: Arc<AtomicU64>,
     feed_up: Arc<AtomicBool>,
@@ -326,6 +332,7 @@ impl MembershipSupervisor {
                 workspace,
                 db: state.args.db.clone(),
                 feed_up: state.args.feed_up.clone(),
+                idle_after: state.args.idle_after,
             },
             myself.get_cell(),
         )
@@ -466,8 +473,9 @@ impl Drop for Inner {
 }
 
 impl Memberships {
-    /// Starts the membership supervisor; workspace actors start on demand.
-    pub async fn start(db: Pool) -> Result<Memberships, String> {
+    /// Starts the membership supervisor; workspace actors start on demand
+    /// and stop after `idle_after` without a lookup.
+    pub async fn start(db: Pool, idle_after: Duration) -> Result<Memberships, String> {
         let directory = Directory::default();
         let restarts = Arc::new(AtomicU64::new(0));
         let feed_up = Arc::new(AtomicBool::new(true));
@@ -476,6 +484,7 @@ impl Memberships {
             MembershipSupervisor,
             SupervisorArgs {
                 db,
+                idle_after,
                 directory: directory.clone(),
                 restarts: restarts.clone(),
                 feed_up: feed_up.clone(),
@@ -570,6 +579,11 @@ impl Memberships {
         while actor.get_status() != ActorStatus::Stopped && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Workspace actors running now (diagnostics, idle-stop tests).
+    pub fn live_actors(&self) -> usize {
+        read(&self.inner.directory).len()
     }
 
     fn listed(&self, workspace: Uuid) -> Option<ActorRef<WorkspaceMsg>> {

@@ -986,3 +986,35 @@ async fn without_the_change_feed_roles_come_from_the_database() {
         Some("operator")
     );
 }
+
+#[tokio::test]
+async fn an_idle_workspace_actor_stops_and_comes_back_on_demand() {
+    let app = spawn_app_with(|s| {
+        s.insert("MEMBERSHIP_IDLE_SECONDS".into(), "1".into());
+    })
+    .await;
+    let owner = user(&app).await;
+    let workspace = new_workspace(&app, &owner).await;
+    let path = format!("/api/workspaces/{workspace}");
+    assert_eq!(
+        send(&app, Method::GET, &path, &owner.token, None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.state.memberships.live_actors(), 1);
+    // Idle for longer than the setting: the actor stops and is forgotten.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.state.memberships.live_actors() != 0 {
+        assert!(Instant::now() < deadline, "the idle actor never stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next check starts a fresh one and answers as before.
+    assert_eq!(
+        send(&app, Method::GET, &path, &owner.token, None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.state.memberships.live_actors(), 1);
+}

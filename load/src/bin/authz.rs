@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         drop(client);
-        let memberships = Memberships::start(pool.clone()).await?;
+        let memberships = Memberships::start(pool.clone(), Duration::from_secs(300)).await?;
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         let sample: Vec<(Uuid, Uuid)> = (0..SAMPLES).map(|_| pairs[pick(pairs.len(), &mut seed)]).collect();
 
