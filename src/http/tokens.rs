@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::auth::{issue_tokens, new_refresh_token};
 use super::request::{missing, Request};
 use super::response::{timestamp, Reply};
+use crate::accounts;
 use crate::audit::{action, AuditEvent, FAILURE};
 use crate::changefeed::{self, Change};
 use crate::db;
@@ -93,27 +94,12 @@ pub async fn refresh(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
 /// (through the change feed) everywhere.
 pub async fn logout(app: &AppState, req: &Request) -> Result<Reply, ApiError> {
     let principal = app.authenticate(req.bearer()?).await?;
-    end(app, principal.claims.sid, principal.user.id, "logout").await?;
+    accounts::end_session(app, principal.claims.sid, principal.user.id, "logout").await?;
     app.audit.record(
         AuditEvent::account(action::LOGOUT, principal.user.id, Some(req.peer))
             .target(principal.claims.sid.to_string()),
     );
     Ok(Reply::empty(StatusCode::NO_CONTENT))
-}
-
-async fn end(app: &AppState, sid: Uuid, user: Uuid, reason: &str) -> Result<bool, ApiError> {
-    let mut client = app.db.get().await?;
-    let tx = client.transaction().await?;
-    let ended = db::sessions::revoke(&tx, sid, user, reason).await?;
-    if ended {
-        changefeed::publish(&tx, &Change::Session { sid }).await?;
-    }
-    tx.commit().await?;
-    if ended {
-        app.revocations.revoke(sid);
-        tracing::info!(%sid, user_id = %user, reason, "session ended");
-    }
-    Ok(ended)
 }
 
 #[derive(Serialize)]
@@ -157,7 +143,7 @@ pub async fn end_session(
         .first()
         .and_then(|raw| Uuid::parse_str(raw).ok())
         .ok_or(ApiError::NotFound)?;
-    if !end(app, sid, principal.user.id, "ended_by_user").await? {
+    if !accounts::end_session(app, sid, principal.user.id, "ended_by_user").await? {
         return Err(ApiError::NotFound);
     }
     app.audit.record(
